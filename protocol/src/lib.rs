@@ -1,0 +1,26 @@
+//! corecast's wire formats, and nothing else: no sockets, no clocks, no threads.
+//!
+//! Data flows through it in two directions:
+//! - **client → server**: bytes from a TCP stream go through [`frame::split`] (one goim frame at a
+//!   time); bytes from a WebSocket go through [`ws::parse_frame`] (RFC 6455 framing, unmasked in
+//!   place) and then [`frame::decode_ws_message`]. The body of an auth frame (op 7) goes through
+//!   [`token::verify`].
+//! - **server → client**: pushes arrive as goim inner frames (op-9 bodies); [`batch::Batch`]
+//!   encodes them once into a single buffer from which both the TCP bytes (bare inner frames) and
+//!   the WebSocket bytes (WS header + outer op-9 header + inner frames) are reference-counted
+//!   slices, so nothing is copied per connection.
+//! - **between processes**: [`link`] holds the internal messages (prost) that gateways and
+//!   dispatchers exchange, with a length-prefixed framing.
+//!
+//! Every decoder returns [`Error`] with the offending value in its message; none panics on any
+//! input (each has a cargo-fuzz target under `protocol/fuzz`).
+
+pub mod batch;
+pub mod error;
+pub mod frame;
+pub mod link;
+pub mod op;
+pub mod token;
+pub mod ws;
+
+pub use error::{Error, Result};
