@@ -1,0 +1,286 @@
+//! The gateway's configuration: one TOML file (`gateway/gateway.toml` documents every knob and
+//! holds the defaults), read with serde. Every field has a default that works on a laptop.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The whole gateway config.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This gateway's id in the cluster (goim's serverID). Empty: the host name.
+    pub id: String,
+    /// Cores to run shards on, one shard per entry. Empty: every core.
+    pub cores: Vec<usize>,
+    /// goim TCP clients.
+    pub tcp_bind: String,
+    /// goim WebSocket clients (path `/sub`).
+    pub ws_bind: String,
+    /// Dispatchers to dial (internal link). Empty: none.
+    pub dispatchers: Vec<String>,
+    /// Public addresses advertised to dispatchers for `nodes/weighted`.
+    pub public_addrs: Vec<String>,
+    /// Weight advertised for `nodes/weighted`.
+    pub weight: i32,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+    pub engine: EngineConfig,
+    pub drain: DrainConfig,
+}
+
+/// How auth tokens (op 7 bodies) are checked.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `open` (goim's unsigned JSON) or `hmac` (signed, with expiry).
+    pub mode: String,
+    /// hmac mode: active secrets; the first signs (`corecast token`), any verifies.
+    pub secrets: Vec<String>,
+}
+
+/// Per-connection limits and deadlines.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Time from accept to a successful auth (goim: 5 s).
+    pub handshake_timeout_ms: u64,
+    /// Idle deadline after auth, re-armed by every client heartbeat (goim: 4 min x 2).
+    pub heartbeat_timeout_ms: u64,
+    /// Rooms one connection may be in at once (JoinRoom op 22).
+    pub max_rooms_per_conn: usize,
+    /// Bytes queued for one connection and not yet written before the policy acts.
+    pub outbound_cap_bytes: usize,
+    /// `disconnect` (default) or `drop-oldest`: what happens past the outbound cap.
+    pub slow_consumer: String,
+}
+
+/// The io_uring engine.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Submission queue entries per ring (completion queue: 4x).
+    pub ring_entries: u32,
+    /// Direct descriptors per ring (at most the process's RLIMIT_NOFILE, here 20,000). A shard
+    /// opens another ring when one is full.
+    pub slots_per_ring: u32,
+    /// Rings per shard at most (connections per shard = rings x slots).
+    pub max_rings_per_shard: usize,
+    /// Provided receive buffers per ring, and their size: shared by the ring's connections, so
+    /// an idle connection holds no read buffer.
+    pub recv_buffers: u16,
+    pub recv_buffer_size: u32,
+    /// Messages the ingress may queue for one shard before it waits.
+    pub inbox_capacity: usize,
+    /// Listen backlog.
+    pub backlog: i32,
+    /// SO_SNDBUF / SO_RCVBUF for client sockets (0: the kernel's default and autotuning).
+    pub sndbuf: usize,
+    pub rcvbuf: usize,
+    /// Timing-wheel tick.
+    pub tick_ms: u64,
+}
+
+/// Graceful drain on SIGTERM.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DrainConfig {
+    /// Connections closed per interval (over all shards).
+    pub batch: usize,
+    pub interval_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            id: String::new(),
+            cores: Vec::new(),
+            tcp_bind: "127.0.0.1:3101".into(),
+            ws_bind: "127.0.0.1:3102".into(),
+            dispatchers: Vec::new(),
+            public_addrs: Vec::new(),
+            weight: 10,
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
+            engine: EngineConfig::default(),
+            drain: DrainConfig::default(),
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            mode: "open".into(),
+            secrets: Vec::new(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            handshake_timeout_ms: 5_000,
+            heartbeat_timeout_ms: 480_000,
+            max_rooms_per_conn: 16,
+            outbound_cap_bytes: 256 * 1024,
+            slow_consumer: "disconnect".into(),
+        }
+    }
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            ring_entries: 4096,
+            slots_per_ring: 16_384,
+            max_rings_per_shard: 64,
+            recv_buffers: 1024,
+            recv_buffer_size: 4096,
+            inbox_capacity: 4096,
+            backlog: 65_535,
+            sndbuf: 0,
+            rcvbuf: 0,
+            tick_ms: 100,
+        }
+    }
+}
+
+impl Default for DrainConfig {
+    fn default() -> Self {
+        DrainConfig {
+            batch: 10_000,
+            interval_ms: 2_000,
+        }
+    }
+}
+
+/// What to do past the outbound cap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlowConsumer {
+    Disconnect,
+    DropOldest,
+}
+
+impl Config {
+    /// Parses a TOML document and checks it.
+    pub fn from_toml(text: &str) -> Result<Config> {
+        let config: Config = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The effective config as TOML (`--print-config`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("the config always serializes")
+    }
+
+    /// Checks values that serde cannot.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if !matches!(self.auth.mode.as_str(), "open" | "hmac") {
+            return bad(format!(
+                "auth.mode {:?} is neither \"open\" nor \"hmac\"",
+                self.auth.mode
+            ));
+        }
+        if self.auth.mode == "hmac" && self.auth.secrets.iter().all(|s| s.is_empty()) {
+            return bad(
+                "auth.mode = \"hmac\" needs at least one non-empty auth.secrets entry".into(),
+            );
+        }
+        self.slow_consumer()?;
+        let e = &self.engine;
+        if e.slots_per_ring == 0 || e.slots_per_ring > 1 << 20 {
+            return bad(format!(
+                "engine.slots_per_ring {} is not in 1..=1048576",
+                e.slots_per_ring
+            ));
+        }
+        if !(1..=255).contains(&e.max_rings_per_shard) {
+            return bad(format!(
+                "engine.max_rings_per_shard {} is not in 1..=255",
+                e.max_rings_per_shard
+            ));
+        }
+        if !e.recv_buffers.is_power_of_two() || e.recv_buffers > 32_768 {
+            return bad(format!(
+                "engine.recv_buffers {} must be a power of two up to 32768",
+                e.recv_buffers
+            ));
+        }
+        if e.recv_buffer_size < 256 {
+            return bad(format!(
+                "engine.recv_buffer_size {} is below 256",
+                e.recv_buffer_size
+            ));
+        }
+        if e.ring_entries < 8 || e.inbox_capacity == 0 || e.tick_ms == 0 {
+            return bad(
+                "engine.ring_entries >= 8, inbox_capacity > 0 and tick_ms > 0 are required".into(),
+            );
+        }
+        if self.limits.max_rooms_per_conn == 0 {
+            return bad("limits.max_rooms_per_conn must be at least 1".into());
+        }
+        if self.drain.batch == 0 {
+            return bad("drain.batch must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn slow_consumer(&self) -> Result<SlowConsumer> {
+        match self.limits.slow_consumer.as_str() {
+            "disconnect" => Ok(SlowConsumer::Disconnect),
+            "drop-oldest" => Ok(SlowConsumer::DropOldest),
+            other => Err(Error::Config(format!(
+                "limits.slow_consumer {other:?} is neither \"disconnect\" nor \"drop-oldest\""
+            ))),
+        }
+    }
+
+    /// The token checker for the configured mode.
+    pub fn auth_mode(&self) -> protocol::token::AuthMode {
+        match self.auth.mode.as_str() {
+            "hmac" => protocol::token::AuthMode::Hmac {
+                secrets: self
+                    .auth
+                    .secrets
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.as_bytes().to_vec())
+                    .collect(),
+            },
+            _ => protocol::token::AuthMode::Open,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_file_is_the_default() {
+        let doc = Config::from_toml(include_str!("../gateway.toml")).unwrap();
+        assert_eq!(doc, Config::default());
+        assert_eq!(
+            Config::from_toml(&Config::default().to_toml()).unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = Config::from_toml("[auth]\nmode = \"jwt\"").unwrap_err();
+        assert!(e.to_string().contains("auth.mode \"jwt\""), "{e}");
+        let e = Config::from_toml("[auth]\nmode = \"hmac\"").unwrap_err();
+        assert!(e.to_string().contains("auth.secrets"), "{e}");
+        let e = Config::from_toml("[limits]\nslow_consumer = \"ignore\"").unwrap_err();
+        assert!(e.to_string().contains("limits.slow_consumer"), "{e}");
+        let e = Config::from_toml("[engine]\nrecv_buffers = 1000").unwrap_err();
+        assert!(e.to_string().contains("recv_buffers"), "{e}");
+        let e = Config::from_toml("colour = 1").unwrap_err();
+        assert!(e.to_string().contains("colour"), "{e}");
+    }
+}

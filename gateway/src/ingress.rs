@@ -1,0 +1,140 @@
+//! The ingress: turns push messages from dispatchers (link [`Body`]s) into shard messages and
+//! hands each to the shards that need it through their bounded lock-free inboxes.
+//!
+//! A room batch is encoded once ([`Batch`]: TCP and WS bytes in one buffer) and the same
+//! reference-counted buffer goes to every shard. Key pushes go only to the shard holding each
+//! key (one lookup in the key table). A full inbox makes the ingress wait (backpressure to the
+//! link), counted in `ring_full`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use protocol::batch::Batch;
+use protocol::link::Body;
+
+use crate::inbox::ShardMsg;
+use crate::shard::Shared;
+
+/// A handle to a gateway's ingress; cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub struct Ingress {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) ring_full: Arc<AtomicU64>,
+}
+
+impl Ingress {
+    /// Routes one message from a dispatcher. Returns the push id to acknowledge (0: none), or
+    /// an error naming what was wrong with the message (the caller closes the link).
+    pub fn deliver(&self, body: Body) -> protocol::Result<u64> {
+        match body {
+            Body::RoomBatch(rb) => {
+                let batch = Batch::from_inner_frames(&rb.frames)?;
+                let room: Arc<str> = Arc::from(rb.room);
+                for shard in 0..self.shared.inboxes.len() {
+                    self.push(
+                        shard,
+                        ShardMsg::Room {
+                            room: room.clone(),
+                            batch: batch.clone(),
+                        },
+                    );
+                }
+                Ok(rb.id)
+            }
+            Body::PushKeys(pk) => {
+                let batch = Batch::from_inner_frames(&pk.frames)?;
+                let mut per_shard: HashMap<u16, Vec<(u32, u16)>> = HashMap::new();
+                for key in &pk.keys {
+                    if let Some(owner) = self.shared.keys.get(key) {
+                        per_shard
+                            .entry(owner.shard)
+                            .or_default()
+                            .push((owner.handle, owner.gen_));
+                    }
+                }
+                for (shard, targets) in per_shard {
+                    self.push(
+                        shard as usize,
+                        ShardMsg::Keys {
+                            targets,
+                            op: pk.op,
+                            batch: batch.clone(),
+                        },
+                    );
+                }
+                Ok(pk.id)
+            }
+            Body::Broadcast(b) => {
+                let batch = Batch::from_inner_frames(&b.frames)?;
+                let shards = self.shared.inboxes.len() as u32;
+                let per_second = if b.speed <= 0 {
+                    0
+                } else {
+                    (b.speed as u32).div_ceil(shards)
+                };
+                for shard in 0..shards as usize {
+                    self.push(
+                        shard,
+                        ShardMsg::Broadcast {
+                            op: b.op,
+                            per_second,
+                            batch: batch.clone(),
+                        },
+                    );
+                }
+                Ok(b.id)
+            }
+            // Cluster-wide room counts: kept for issue 3's RenewOnline equivalent; the gateway
+            // answers heartbeats with its own gateway-wide count meanwhile.
+            Body::RoomCounts(_) => Ok(0),
+            other => Err(protocol::Error::LinkDecode(format!(
+                "a dispatcher sent {} which only gateways send",
+                body_name(&other)
+            ))),
+        }
+    }
+
+    fn push(&self, shard: usize, mut msg: ShardMsg) {
+        let inbox = &self.shared.inboxes[shard];
+        let mut spins = 0u32;
+        loop {
+            match inbox.push(msg) {
+                Ok(()) => return,
+                Err(m) => {
+                    msg = m;
+                    if spins == 0 {
+                        self.ring_full.fetch_add(1, Ordering::Relaxed);
+                        inbox.wake();
+                    }
+                    spins += 1;
+                    if spins < 64 {
+                        std::thread::yield_now();
+                    } else {
+                        std::thread::sleep(std::time::Duration::from_micros(50));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Times an inbox was found full.
+    pub fn ring_full(&self) -> u64 {
+        self.ring_full.load(Ordering::Relaxed)
+    }
+}
+
+/// The message's name, for errors and logs.
+pub fn body_name(body: &Body) -> &'static str {
+    match body {
+        Body::Register(_) => "Register",
+        Body::Renew(_) => "Renew",
+        Body::Session(_) => "Session",
+        Body::PushKeys(_) => "PushKeys",
+        Body::RoomBatch(_) => "RoomBatch",
+        Body::Broadcast(_) => "Broadcast",
+        Body::Upstream(_) => "Upstream",
+        Body::RoomCounts(_) => "RoomCounts",
+        Body::Ack(_) => "Ack",
+    }
+}

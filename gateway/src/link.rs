@@ -1,0 +1,169 @@
+//! The gateway's side of the internal link: one thread per configured dispatcher dials it,
+//! registers, renews the registration every few seconds, forwards what the shards send up
+//! (session events, upstream client messages), hands pushes to the ingress and acknowledges
+//! them. A link that drops is dialled again with exponential backoff.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use crossbeam_channel::{Receiver, Sender, bounded};
+use protocol::link::{self, Ack, Body, LinkMessage, Register, Renew};
+
+use crate::ingress::Ingress;
+
+const RENEW_EVERY: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Fans the shards' uplink out to every connected dispatcher link.
+pub(crate) struct Hub {
+    links: std::sync::Mutex<Vec<Sender<Body>>>,
+}
+
+impl Hub {
+    pub(crate) fn start(uplink: Receiver<Body>) -> Arc<Hub> {
+        let hub = Arc::new(Hub {
+            links: std::sync::Mutex::new(Vec::new()),
+        });
+        let h = hub.clone();
+        std::thread::Builder::new()
+            .name("corecast-uplink".into())
+            .spawn(move || {
+                for body in uplink {
+                    let mut links = h.links.lock().unwrap_or_else(|p| p.into_inner());
+                    links.retain(|tx| {
+                        !matches!(
+                            tx.try_send(body.clone()),
+                            Err(crossbeam_channel::TrySendError::Disconnected(_))
+                        )
+                    });
+                }
+            })
+            .expect("spawning a thread");
+        hub
+    }
+
+    fn subscribe(&self) -> Receiver<Body> {
+        let (tx, rx) = bounded(65_536);
+        self.links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(tx);
+        rx
+    }
+}
+
+/// Dials one dispatcher for the life of the gateway.
+pub(crate) fn spawn(addr: String, ingress: Ingress, hub: Arc<Hub>, register: Register) {
+    std::thread::Builder::new()
+        .name(format!("corecast-link-{addr}"))
+        .spawn(move || {
+            let mut backoff = Duration::from_millis(100);
+            while !ingress.shared.stop.load(Ordering::Relaxed) {
+                match run_link(&addr, &ingress, &hub, &register) {
+                    Ok(()) => backoff = Duration::from_millis(100),
+                    Err(e) => tracing::warn!(
+                        "link to dispatcher {addr}: {e}; dialling again in {backoff:?}"
+                    ),
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        })
+        .expect("spawning a thread");
+}
+
+fn send(stream: &mut TcpStream, body: Body) -> std::io::Result<()> {
+    let mut buf = BytesMut::new();
+    link::encode(&LinkMessage::from(body), &mut buf);
+    stream.write_all(&buf)
+}
+
+fn run_link(addr: &str, ingress: &Ingress, hub: &Hub, register: &Register) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    let mut writer = stream.try_clone()?;
+    let mut reg = register.clone();
+    reg.conn_count = conn_count(ingress);
+    send(&mut writer, Body::Register(reg))?;
+    tracing::info!("linked to dispatcher {addr}");
+    let up = hub.subscribe();
+    let (ack_tx, ack_rx) = bounded::<u64>(65_536);
+    let stop_writer = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = stop_writer.clone();
+    let ing = ingress.clone();
+    let writer_thread = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut last_renew = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            crossbeam_channel::select! {
+                recv(up) -> m => if let Ok(body) = m { send(&mut writer, body)? },
+                recv(ack_rx) -> m => if let Ok(id) = m { send(&mut writer, Body::Ack(Ack { id }))? },
+                default(Duration::from_millis(200)) => {}
+            }
+            if last_renew.elapsed() >= RENEW_EVERY {
+                last_renew = Instant::now();
+                send(
+                    &mut writer,
+                    Body::Renew(Renew {
+                        conn_count: conn_count(&ing),
+                        ip_count: 0,
+                        offline: false,
+                    }),
+                )?;
+            }
+        }
+        Ok(())
+    });
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let result = loop {
+        let n = match stream.read(&mut chunk) {
+            Ok(0) => break Ok(()),
+            Ok(n) => n,
+            Err(e) => break Err(e),
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let mut failed = None;
+        loop {
+            match link::decode(&mut buf, link::MAX_LINK_MESSAGE) {
+                Ok(Some(body)) => match ingress.deliver(body) {
+                    Ok(0) => {}
+                    Ok(id) => {
+                        let _ = ack_tx.try_send(id);
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failed {
+            break Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("bad link message: {e}"),
+            ));
+        }
+    };
+    stop_writer.store(true, Ordering::Relaxed);
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    let _ = writer_thread.join();
+    result
+}
+
+fn conn_count(ingress: &Ingress) -> u64 {
+    ingress
+        .shared
+        .stats
+        .iter()
+        .map(|s| s.read().authenticated)
+        .sum()
+}

@@ -1,0 +1,917 @@
+//! A shard: one pinned thread running its own io_uring rings, owning its connections, rooms,
+//! timers and buffers. Nothing here is shared with another shard on the per-message path.
+//!
+//! One loop turn: take messages from the inbox (pushes from the ingress), advance the timing
+//! wheel, issue writes for connections with queued bytes, reap every ring's completions
+//! (accepts, receives, writes, closes), and sleep on the shared eventfd when nothing happened.
+//! The goim logic for each client frame lives in `session.rs`.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{Ordering, fence};
+use std::time::Instant;
+
+use bytes::Bytes;
+use protocol::batch::Batch;
+use protocol::link::{Body, Session};
+
+use crate::config::{Config, SlowConsumer};
+use crate::conn::{Chunk, Conn, State, Transport};
+use crate::inbox::{Inbox, ShardMsg};
+use crate::keys::{KeyTable, Owner};
+use crate::rooms::{OnlineTable, Rooms};
+use crate::stats::{Counters, SharedCounters};
+use crate::uring::{Completion, Op, Ring, RingSize};
+use crate::wheel::Wheel;
+
+/// What all shards of one gateway share: touched on connect, auth and close, never per message.
+pub struct Shared {
+    pub config: Config,
+    pub auth: protocol::token::AuthMode,
+    pub slow: SlowConsumer,
+    pub keys: KeyTable,
+    pub online: Arc<OnlineTable>,
+    pub inboxes: Vec<Arc<Inbox>>,
+    pub stats: Vec<SharedCounters>,
+    pub uplink: crossbeam_channel::Sender<Body>,
+    pub stop: std::sync::atomic::AtomicBool,
+    pub epoch: Instant,
+}
+
+impl Shared {
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}
+
+/// Why a connection is being closed; the reason reaches the client where the transport allows.
+pub struct Reason {
+    pub text: String,
+    /// WebSocket close code.
+    pub code: u16,
+}
+
+impl Reason {
+    pub fn new(text: impl Into<String>, code: u16) -> Reason {
+        Reason {
+            text: text.into(),
+            code,
+        }
+    }
+}
+
+const MAX_IOV: usize = 64;
+const IOV_ARENA: usize = 64 * 1024;
+/// How long the final bytes of a closing connection may take before the socket is shut anyway.
+const CLOSING_GRACE_MS: u64 = 1_000;
+
+/// The connection behind a handle, borrowing only the rings (so the shard's other fields stay
+/// usable alongside it).
+pub(crate) fn conn_of(rings: &mut [RingCtx], h: u32) -> Option<&mut Conn> {
+    let (r, s) = split(h);
+    rings.get_mut(r)?.conns.get_mut(s)?.as_deref_mut()
+}
+
+pub(crate) struct RingCtx {
+    pub ring: Ring,
+    pub conns: Vec<Option<Box<Conn>>>,
+    pub live: u32,
+    pub full: bool,
+    pub accepting: bool,
+    next_gen: u16,
+}
+
+struct BroadcastJob {
+    op: i32,
+    tcp: Rc<Bytes>,
+    ws: Rc<Bytes>,
+    msgs: u32,
+    per_second: u32,
+    ring: usize,
+    slot: usize,
+    started_ms: u64,
+    done: u64,
+}
+
+pub struct Shard {
+    pub(crate) id: usize,
+    pub(crate) shared: Arc<Shared>,
+    inbox: Arc<Inbox>,
+    pub(crate) rings: Vec<RingCtx>,
+    ring_size: RingSize,
+    tcp_listener: Option<OwnedFd>,
+    ws_listener: Option<OwnedFd>,
+    pub(crate) rooms: Rooms,
+    wheel: Wheel,
+    dirty: Vec<u32>,
+    iov: Vec<libc::iovec>,
+    completions: Vec<Completion>,
+    expired: Vec<(u32, u16)>,
+    pub(crate) to_close: Vec<(u32, u16, Reason)>,
+    pub(crate) stats: Counters,
+    broadcasts: VecDeque<BroadcastJob>,
+    draining: bool,
+    drain_next_ms: u64,
+    pub(crate) now: u64,
+}
+
+/// A connection handle: ring index in the top 8 bits, slot in the low 24.
+pub fn handle(ring: usize, slot: u32) -> u32 {
+    (ring as u32) << 24 | slot
+}
+
+fn split(h: u32) -> (usize, usize) {
+    ((h >> 24) as usize, (h & 0x00ff_ffff) as usize)
+}
+
+impl Shard {
+    pub fn new(
+        id: usize,
+        shared: Arc<Shared>,
+        tcp_listener: OwnedFd,
+        ws_listener: OwnedFd,
+    ) -> crate::Result<Shard> {
+        let e = &shared.config.engine;
+        let ring_size = RingSize {
+            entries: e.ring_entries,
+            slots: e.slots_per_ring,
+            recv_buffers: e.recv_buffers,
+            recv_buffer_size: e.recv_buffer_size,
+        };
+        let wheel = Wheel::new(4096, e.tick_ms);
+        let inbox = shared.inboxes[id].clone();
+        let mut shard = Shard {
+            id,
+            rooms: Rooms::new(shared.online.clone()),
+            shared,
+            inbox,
+            rings: Vec::new(),
+            ring_size,
+            tcp_listener: Some(tcp_listener),
+            ws_listener: Some(ws_listener),
+            wheel,
+            dirty: Vec::new(),
+            iov: Vec::with_capacity(IOV_ARENA),
+            completions: Vec::new(),
+            expired: Vec::new(),
+            to_close: Vec::new(),
+            stats: Counters::default(),
+            broadcasts: VecDeque::new(),
+            draining: false,
+            drain_next_ms: 0,
+            now: 0,
+        };
+        shard.add_ring()?;
+        shard.arm_accepts(0);
+        Ok(shard)
+    }
+
+    fn add_ring(&mut self) -> crate::Result<usize> {
+        let ring =
+            Ring::new(self.ring_size, self.inbox.fd()).map_err(|source| crate::Error::Uring {
+                shard: self.id,
+                source,
+            })?;
+        self.rings.push(RingCtx {
+            ring,
+            conns: Vec::new(),
+            live: 0,
+            full: false,
+            accepting: false,
+            next_gen: 1,
+        });
+        Ok(self.rings.len() - 1)
+    }
+
+    fn arm_accepts(&mut self, r: usize) {
+        if self.draining {
+            return;
+        }
+        let (Some(tcp), Some(ws)) = (&self.tcp_listener, &self.ws_listener) else {
+            return;
+        };
+        let (tcp, ws) = (tcp.as_raw_fd(), ws.as_raw_fd());
+        let ctx = &mut self.rings[r];
+        ctx.ring.accept(tcp, Op::AcceptTcp);
+        ctx.ring.accept(ws, Op::AcceptWs);
+        ctx.accepting = true;
+    }
+
+    /// The event loop; returns when the gateway stops or a drain has closed every connection.
+    pub fn run(mut self) {
+        loop {
+            self.now = self.shared.now_ms();
+            let mut busy = false;
+            for _ in 0..1024 {
+                let Some(msg) = self.inbox.pop() else { break };
+                self.on_msg(msg);
+                busy = true;
+            }
+            busy |= self.step_broadcasts();
+            if self.wheel.until_next(self.now) == 0 {
+                self.on_tick();
+            }
+            if self.draining {
+                self.step_drain();
+            }
+            self.close_deferred();
+            self.flush_dirty();
+            for r in 0..self.rings.len() {
+                let mut completions = std::mem::take(&mut self.completions);
+                if let Err(e) = self.rings[r].ring.reap(&mut completions) {
+                    tracing::error!(shard = self.id, ring = r, "io_uring enter failed: {e}");
+                }
+                busy |= !completions.is_empty();
+                for c in completions.drain(..) {
+                    self.on_completion(r, c);
+                }
+                self.completions = completions;
+                self.close_deferred();
+            }
+            self.flush_dirty();
+            for r in 0..self.rings.len() {
+                if let Err(e) = self.rings[r].ring.submit() {
+                    tracing::error!(shard = self.id, ring = r, "io_uring submit failed: {e}");
+                }
+            }
+            self.iov.clear();
+            self.publish_stats();
+            if self.shared.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            if self.draining && self.live() == 0 {
+                tracing::info!(shard = self.id, "drained");
+                break;
+            }
+            if !busy {
+                self.inbox.sleeping.store(true, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
+                if self.inbox.is_empty() {
+                    let mut timeout = self.wheel.until_next(self.shared.now_ms()).max(1);
+                    if !self.broadcasts.is_empty() {
+                        timeout = timeout.min(10);
+                    }
+                    self.inbox.wait(timeout.min(1000) as i32);
+                }
+                self.inbox.sleeping.store(false, Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn live(&self) -> u32 {
+        self.rings.iter().map(|r| r.live).sum()
+    }
+
+    fn publish_stats(&mut self) {
+        let live = self.live() as u64;
+        self.stats.connections = live;
+        self.stats.rooms = self.rooms.len() as u64;
+        self.shared.stats[self.id].publish(&self.stats);
+    }
+
+    pub(crate) fn conn(&mut self, h: u32) -> Option<&mut Conn> {
+        conn_of(&mut self.rings, h)
+    }
+
+    pub(crate) fn conn_gen(&mut self, h: u32, gen_: u16) -> Option<&mut Conn> {
+        self.conn(h).filter(|c| c.gen_ == gen_)
+    }
+
+    fn on_completion(&mut self, r: usize, c: Completion) {
+        match c.op {
+            Op::AcceptTcp => self.on_accept(r, c, Transport::Tcp),
+            Op::AcceptWs => self.on_accept(r, c, Transport::Ws),
+            Op::Recv => self.on_recv(r, c),
+            Op::Send => self.on_send(r, c),
+            Op::Close => self.on_closed(r, c),
+            Op::Shutdown | Op::Cancel => {}
+        }
+    }
+
+    fn on_accept(&mut self, r: usize, c: Completion, transport: Transport) {
+        if c.res >= 0 {
+            let slot = c.res as u32;
+            if self.draining {
+                self.rings[r].ring.close(slot, 0);
+            } else {
+                let deadline = self.now + self.shared.config.limits.handshake_timeout_ms;
+                let ctx = &mut self.rings[r];
+                let gen_ = ctx.next_gen;
+                ctx.next_gen = ctx.next_gen.wrapping_add(1).max(1);
+                if ctx.conns.len() <= slot as usize {
+                    ctx.conns.resize_with(slot as usize + 1, || None);
+                }
+                let mut conn = Box::new(Conn::new(gen_, transport, deadline));
+                conn.recv_armed = true;
+                conn.filed_for = deadline;
+                ctx.conns[slot as usize] = Some(conn);
+                ctx.live += 1;
+                ctx.ring.recv(slot, gen_);
+                self.wheel.insert((handle(r, slot), gen_), deadline);
+                self.stats.accepted += 1;
+            }
+        }
+        if c.more() {
+            return;
+        }
+        // The multishot accept ended (table full, or an error): continue on a ring with room.
+        self.rings[r].accepting = false;
+        if self.draining {
+            return;
+        }
+        if c.res == -libc::ENFILE || c.res == -libc::EMFILE {
+            self.rings[r].full = true;
+        }
+        if self.rings.iter().any(|x| x.accepting) {
+            return;
+        }
+        let next = match self.rings.iter().position(|x| !x.full) {
+            Some(i) => i,
+            None if self.rings.len() < self.shared.config.engine.max_rings_per_shard => {
+                match self.add_ring() {
+                    Ok(i) => {
+                        tracing::info!(
+                            shard = self.id,
+                            rings = i + 1,
+                            "opened another io_uring ring"
+                        );
+                        i
+                    }
+                    Err(e) => {
+                        tracing::error!("cannot open another ring: {e}");
+                        return;
+                    }
+                }
+            }
+            None => {
+                tracing::warn!(
+                    shard = self.id,
+                    "every ring is full: not accepting until a connection closes"
+                );
+                return;
+            }
+        };
+        if c.res < 0
+            && c.res != -libc::ENFILE
+            && c.res != -libc::EMFILE
+            && c.res != -libc::ECANCELED
+        {
+            tracing::warn!(
+                shard = self.id,
+                "accept ended: {}",
+                std::io::Error::from_raw_os_error(-c.res)
+            );
+        }
+        self.arm_accepts(next);
+    }
+
+    fn on_recv(&mut self, r: usize, c: Completion) {
+        let h = handle(r, c.slot);
+        let bid = c.buffer();
+        let live = match self.conn_gen(h, c.gen_) {
+            Some(conn) => {
+                if !c.more() {
+                    conn.recv_armed = false;
+                }
+                matches!(conn.state, State::Upgrade | State::Auth | State::Open)
+            }
+            None => false,
+        };
+        if c.res > 0 {
+            if let Some(bid) = bid {
+                if live {
+                    let data = self.rings[r].ring.buffer(bid, c.res as usize);
+                    self.on_input(h, data);
+                }
+                self.rings[r].ring.recycle(bid);
+            }
+        } else if c.res == 0 || c.res != -libc::ENOBUFS {
+            // EOF or an error: the client is gone.
+            if live {
+                self.teardown(h, None);
+            }
+        }
+        // Re-arm a receive that ended while the connection lives on (ENOBUFS, or a kernel that
+        // ends multishot receives after a while).
+        if let Some(conn) = self.conn_gen(h, c.gen_) {
+            if !conn.recv_armed && matches!(conn.state, State::Upgrade | State::Auth | State::Open)
+            {
+                conn.recv_armed = true;
+                self.rings[r].ring.recv(c.slot, c.gen_);
+            }
+        }
+        self.maybe_close_slot(h);
+    }
+
+    fn on_send(&mut self, r: usize, c: Completion) {
+        let h = handle(r, c.slot);
+        let Some(conn) = self.conn_gen(h, c.gen_) else {
+            return;
+        };
+        conn.sending = false;
+        conn.inflight = 0;
+        if c.res < 0 {
+            if matches!(conn.state, State::Upgrade | State::Auth | State::Open) {
+                self.teardown(h, None);
+            } else if conn.state == State::Closing {
+                self.shut(h);
+            }
+        } else {
+            conn.advance(c.res as usize);
+            let more = !conn.out.is_empty();
+            let closing = conn.state == State::Closing;
+            self.stats.writes += 1;
+            self.stats.bytes_out += c.res as u64;
+            if more {
+                self.mark_dirty(h);
+            } else if closing {
+                self.shut(h);
+            }
+        }
+        self.maybe_close_slot(h);
+    }
+
+    fn on_closed(&mut self, r: usize, c: Completion) {
+        let ctx = &mut self.rings[r];
+        if let Some(slot) = ctx.conns.get_mut(c.slot as usize) {
+            if slot.as_ref().is_some_and(|conn| conn.gen_ == c.gen_) {
+                *slot = None;
+                ctx.live -= 1;
+                ctx.full = false;
+                self.stats.closed += 1;
+            }
+        }
+    }
+
+    pub(crate) fn mark_dirty(&mut self, h: u32) {
+        if let Some(conn) = self.conn(h) {
+            if !conn.dirty && !conn.sending {
+                conn.dirty = true;
+                self.dirty.push(h);
+            }
+        }
+    }
+
+    /// Queues bytes for a connection, applying the outbound cap.
+    pub(crate) fn enqueue(&mut self, h: u32, buf: &Rc<Bytes>, msgs: u32, is_reply: bool) {
+        let cap = self.shared.config.limits.outbound_cap_bytes;
+        let slow = self.shared.slow;
+        let Some(conn) = conn_of(&mut self.rings, h) else {
+            return;
+        };
+        let len = buf.len();
+        if conn.out_bytes + len > cap {
+            if is_reply || slow == SlowConsumer::Disconnect {
+                let gen_ = conn.gen_;
+                self.stats.cap_disconnects += 1;
+                self.to_close.push((
+                    h,
+                    gen_,
+                    Reason::new(
+                        format!("slow consumer: more than {cap} bytes queued and unread"),
+                        protocol::ws::close_code::POLICY,
+                    ),
+                ));
+                return;
+            }
+            // drop-oldest: drop whole queued chunks that are not being written.
+            let mut dropped = 0u64;
+            while conn.out_bytes + len > cap && conn.out.len() > conn.inflight as usize {
+                let idx = conn.inflight as usize;
+                let Some(old) = conn.out.remove(idx) else {
+                    break;
+                };
+                conn.out_bytes -= old.remaining().len();
+                dropped += old.msgs as u64;
+            }
+            if conn.out_bytes + len > cap {
+                dropped += msgs as u64;
+                self.stats.cap_dropped_messages += dropped;
+                return;
+            }
+            self.stats.cap_dropped_messages += dropped;
+        }
+        conn.out.push_back(Chunk {
+            buf: buf.clone(),
+            off: 0,
+            msgs,
+        });
+        conn.out_bytes += len;
+        if !conn.dirty && !conn.sending {
+            conn.dirty = true;
+            self.dirty.push(h);
+        }
+        if !is_reply {
+            self.stats.messages_out += msgs as u64;
+            self.stats.batches_out += 1;
+        }
+    }
+
+    /// Issues one write per dirty connection, carrying everything it has queued.
+    fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &h in &dirty {
+            let (r, s) = split(h);
+            if self.iov.len() + MAX_IOV > self.iov.capacity() {
+                for ctx in &mut self.rings {
+                    if let Err(e) = ctx.ring.submit() {
+                        tracing::error!("io_uring submit failed: {e}");
+                    }
+                }
+                self.iov.clear();
+            }
+            let ctx = &mut self.rings[r];
+            let Some(conn) = ctx.conns.get_mut(s).and_then(|c| c.as_deref_mut()) else {
+                continue;
+            };
+            conn.dirty = false;
+            if conn.sending
+                || conn.out.is_empty()
+                || matches!(conn.state, State::ShutDown | State::Closed)
+            {
+                continue;
+            }
+            let n = conn.out.len().min(MAX_IOV);
+            let gen_ = conn.gen_;
+            if n == 1 {
+                let data = conn.out[0].remaining();
+                // SAFETY: the chunk stays in the connection's queue (and the connection in its
+                // slot) until this send completes.
+                unsafe {
+                    ctx.ring
+                        .send(s as u32, gen_, data.as_ptr(), data.len() as u32)
+                };
+            } else {
+                let start = self.iov.len();
+                for chunk in conn.out.iter().take(n) {
+                    let data = chunk.remaining();
+                    self.iov.push(libc::iovec {
+                        iov_base: data.as_ptr() as *mut _,
+                        iov_len: data.len(),
+                    });
+                }
+                // SAFETY: the iovecs live in `self.iov`, which is neither moved nor cleared
+                // before the rings are submitted; the chunks stay queued until completion.
+                unsafe {
+                    ctx.ring
+                        .writev(s as u32, gen_, self.iov[start..].as_ptr(), n as u32)
+                };
+            }
+            conn.sending = true;
+            conn.inflight = n as u16;
+        }
+        dirty.clear();
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+    }
+
+    /// Closes a connection: leaves its rooms and key, tells the dispatchers, and writes the
+    /// reason (if any) before shutting the socket.
+    pub(crate) fn teardown(&mut self, h: u32, reason: Option<Reason>) {
+        let shard = self.id as u16;
+        let Some(conn) = self.conn(h) else { return };
+        if !matches!(conn.state, State::Upgrade | State::Auth | State::Open) {
+            return;
+        }
+        let was_open = conn.state == State::Open;
+        let gen_ = conn.gen_;
+        let rooms = std::mem::take(&mut conn.rooms);
+        let key = std::mem::take(&mut conn.key);
+        let (mid, transport, prev_state) = (conn.mid, conn.transport, conn.state);
+        conn.state = State::Closing;
+        conn.pending = Vec::new();
+        conn.ws_message = Vec::new();
+        let mut room_names = Vec::new();
+        for (idx, pos) in rooms {
+            if let Some(room) = self.rooms.get(idx) {
+                room_names.push(room.name.to_string());
+            }
+            self.leave_at(idx, pos);
+        }
+        if was_open {
+            self.shared.keys.release(
+                &key,
+                Owner {
+                    shard,
+                    handle: h,
+                    gen_,
+                },
+            );
+            self.stats.authenticated = self.stats.authenticated.saturating_sub(1);
+            self.send_up(Body::Session(Session {
+                online: false,
+                mid,
+                key: key.into(),
+                rooms: room_names,
+                platform: String::new(),
+            }));
+        }
+        match reason {
+            Some(reason) => {
+                let bytes = match (transport, prev_state) {
+                    (Transport::Ws, State::Upgrade) => protocol::ws::reject_response(
+                        &protocol::Error::Handshake(reason.text.clone()),
+                    ),
+                    (Transport::Ws, _) => protocol::ws::close(reason.code, &reason.text),
+                    (Transport::Tcp, _) => {
+                        let mut out = Vec::new();
+                        protocol::frame::encode(
+                            &mut out,
+                            1,
+                            protocol::op::DISCONNECT_REPLY,
+                            0,
+                            reason.text.as_bytes(),
+                        );
+                        out
+                    }
+                };
+                tracing::debug!(shard = self.id, handle = h, "closing: {}", reason.text);
+                let now = self.now;
+                let deadline = now + CLOSING_GRACE_MS;
+                let conn = self.conn(h).expect("checked above");
+                conn.deadline = deadline;
+                // The reason bypasses the cap: it is small and the last thing written.
+                conn.out.push_back(Chunk {
+                    buf: Rc::new(Bytes::from(bytes)),
+                    off: 0,
+                    msgs: 0,
+                });
+                if conn.filed_for > deadline || conn.filed_for <= now {
+                    conn.filed_for = deadline;
+                    self.wheel.insert((h, gen_), deadline);
+                }
+                self.mark_dirty(h);
+            }
+            None => self.shut(h),
+        }
+    }
+
+    /// Shuts the socket down; the slot is closed once the receive and send have ended.
+    fn shut(&mut self, h: u32) {
+        let (r, s) = split(h);
+        let Some(conn) = self.conn(h) else { return };
+        if matches!(conn.state, State::ShutDown | State::Closed) {
+            return;
+        }
+        conn.state = State::ShutDown;
+        let keep = conn.inflight as usize;
+        conn.out.truncate(keep);
+        let gen_ = conn.gen_;
+        self.rings[r].ring.shutdown(s as u32, gen_);
+        self.maybe_close_slot(h);
+    }
+
+    fn maybe_close_slot(&mut self, h: u32) {
+        let (r, s) = split(h);
+        let Some(conn) = self.conn(h) else { return };
+        if conn.state == State::ShutDown && !conn.recv_armed && !conn.sending {
+            conn.state = State::Closed;
+            let gen_ = conn.gen_;
+            self.rings[r].ring.close(s as u32, gen_);
+        }
+    }
+
+    pub(crate) fn close_deferred(&mut self) {
+        while let Some((h, gen_, reason)) = self.to_close.pop() {
+            if self.conn_gen(h, gen_).is_some() {
+                self.teardown(h, Some(reason));
+            }
+        }
+    }
+
+    pub(crate) fn send_up(&mut self, body: Body) {
+        if self.shared.uplink.try_send(body).is_err() {
+            self.stats.upstream_dropped += 1;
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let mut expired = std::mem::take(&mut self.expired);
+        self.wheel.advance(self.now, &mut expired);
+        for &(h, gen_) in &expired {
+            let now = self.now;
+            let Some(conn) = self.conn_gen(h, gen_) else {
+                continue;
+            };
+            if conn.deadline > now {
+                if conn.filed_for <= now {
+                    conn.filed_for = conn.deadline;
+                    let d = conn.deadline;
+                    self.wheel.insert((h, gen_), d);
+                }
+                continue;
+            }
+            match conn.state {
+                State::Upgrade | State::Auth => {
+                    self.stats.timeouts += 1;
+                    self.teardown(
+                        h,
+                        Some(Reason::new(
+                            "handshake timeout: no auth in time",
+                            protocol::ws::close_code::POLICY,
+                        )),
+                    );
+                }
+                State::Open => {
+                    self.stats.timeouts += 1;
+                    self.teardown(
+                        h,
+                        Some(Reason::new(
+                            "heartbeat timeout",
+                            protocol::ws::close_code::GOING_AWAY,
+                        )),
+                    );
+                }
+                State::Closing => self.shut(h),
+                State::ShutDown | State::Closed => {}
+            }
+        }
+        expired.clear();
+        self.expired = expired;
+    }
+
+    fn on_msg(&mut self, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Room { room, batch } => self.fan_out_room(&room, &batch),
+            ShardMsg::Keys { targets, op, batch } => {
+                let tcp = Rc::new(batch.tcp());
+                let ws = Rc::new(batch.ws());
+                for (h, gen_) in targets {
+                    let Some(conn) = self.conn_gen(h, gen_) else {
+                        continue;
+                    };
+                    if !conn.is_open() || !conn.watches(op) {
+                        continue;
+                    }
+                    let buf = if conn.transport == Transport::Tcp {
+                        &tcp
+                    } else {
+                        &ws
+                    };
+                    self.enqueue(h, buf, batch.messages(), false);
+                }
+                self.close_deferred();
+            }
+            ShardMsg::Broadcast {
+                op,
+                per_second,
+                batch,
+            } => self.broadcasts.push_back(BroadcastJob {
+                op,
+                tcp: Rc::new(batch.tcp()),
+                ws: Rc::new(batch.ws()),
+                msgs: batch.messages(),
+                per_second,
+                ring: 0,
+                slot: 0,
+                started_ms: self.now,
+                done: 0,
+            }),
+            ShardMsg::Evict { handle, gen_ } => {
+                if self.conn_gen(handle, gen_).is_some() {
+                    self.stats.evicted += 1;
+                    self.teardown(
+                        handle,
+                        Some(Reason::new(
+                            "replaced by a newer connection with the same key",
+                            protocol::ws::close_code::POLICY,
+                        )),
+                    );
+                }
+            }
+            ShardMsg::Drain => self.start_drain(),
+        }
+    }
+
+    /// Writes one room batch to every member of the room on this shard: the TCP and WS bytes
+    /// are wrapped once here and shared by every member.
+    pub(crate) fn fan_out_room(&mut self, room: &str, batch: &Batch) {
+        let Some(idx) = self.rooms.find(room) else {
+            return;
+        };
+        let tcp = Rc::new(batch.tcp());
+        let ws = Rc::new(batch.ws());
+        let msgs = batch.messages();
+        let mut i = 0;
+        loop {
+            let Some(&h) = self.rooms.get(idx).and_then(|r| r.members.get(i)) else {
+                break;
+            };
+            i += 1;
+            let (r, s) = split(h);
+            let Some(conn) = self.rings[r].conns.get(s).and_then(|c| c.as_deref()) else {
+                continue;
+            };
+            let buf = if conn.transport == Transport::Tcp {
+                &tcp
+            } else {
+                &ws
+            };
+            self.enqueue(h, buf, msgs, false);
+        }
+        self.close_deferred();
+    }
+
+    fn step_broadcasts(&mut self) -> bool {
+        let Some(mut job) = self.broadcasts.pop_front() else {
+            return false;
+        };
+        let budget = if job.per_second == 0 {
+            u64::MAX
+        } else {
+            let elapsed = self.now.saturating_sub(job.started_ms) + 1;
+            (elapsed * job.per_second as u64 / 1000 + 1).saturating_sub(job.done)
+        };
+        let mut n = 0;
+        while n < budget && job.ring < self.rings.len() {
+            if job.slot >= self.rings[job.ring].conns.len() {
+                job.ring += 1;
+                job.slot = 0;
+                continue;
+            }
+            let (r, s) = (job.ring, job.slot);
+            job.slot += 1;
+            let Some(conn) = self.rings[r].conns[s].as_deref() else {
+                continue;
+            };
+            if !conn.is_open() || !conn.watches(job.op) {
+                continue;
+            }
+            let buf = if conn.transport == Transport::Tcp {
+                &job.tcp
+            } else {
+                &job.ws
+            };
+            let buf = buf.clone();
+            self.enqueue(handle(r, s as u32), &buf, job.msgs, false);
+            n += 1;
+        }
+        job.done += n;
+        self.close_deferred();
+        if job.ring < self.rings.len() {
+            self.broadcasts.push_front(job);
+        }
+        true
+    }
+
+    fn start_drain(&mut self) {
+        if self.draining {
+            return;
+        }
+        self.draining = true;
+        self.drain_next_ms = self.now;
+        for ctx in &mut self.rings {
+            if ctx.accepting {
+                ctx.ring.cancel_accept(Op::AcceptTcp);
+                ctx.ring.cancel_accept(Op::AcceptWs);
+            }
+        }
+        tracing::info!(shard = self.id, connections = self.live(), "draining");
+    }
+
+    fn step_drain(&mut self) {
+        if self.now < self.drain_next_ms {
+            return;
+        }
+        let cfg = &self.shared.config.drain;
+        let shards = self.shared.inboxes.len();
+        let per_shard = cfg.batch.div_ceil(shards).max(1);
+        self.drain_next_ms = self.now + cfg.interval_ms;
+        let mut victims = Vec::new();
+        'outer: for (r, ctx) in self.rings.iter().enumerate() {
+            for (s, c) in ctx.conns.iter().enumerate() {
+                if let Some(c) = c {
+                    if matches!(c.state, State::Upgrade | State::Auth | State::Open) {
+                        victims.push(handle(r, s as u32));
+                        if victims.len() >= per_shard {
+                            break 'outer;
+                        }
+                    }
+                }
+            }
+        }
+        for h in victims {
+            self.teardown(
+                h,
+                Some(Reason::new(
+                    "server draining: reconnect to another gateway",
+                    protocol::ws::close_code::GOING_AWAY,
+                )),
+            );
+        }
+    }
+
+    /// Leaves room `idx` at position `pos` and fixes the position of the member that moved.
+    pub(crate) fn leave_at(&mut self, idx: u32, pos: u32) {
+        if let Some(moved) = self.rooms.leave(idx, pos) {
+            if let Some(conn) = self.conn(moved.handle) {
+                if let Some(entry) = conn.rooms.iter_mut().find(|(i, _)| *i == idx) {
+                    entry.1 = moved.pos;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! Per-shard counters. A shard counts in plain integers and publishes them once per loop turn,
+//! so the per-message path touches no atomics; readers (metrics, tests, benchmarks) see values
+//! at most one loop turn old.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($name:ident: $doc:literal),* $(,)?) => {
+        /// A shard's counters, as plain integers (the shard's own copy).
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct Counters { $(#[doc = $doc] pub $name: u64,)* }
+
+        /// The published copy, readable from any thread.
+        #[derive(Debug, Default)]
+        pub struct SharedCounters { $($name: AtomicU64,)* }
+
+        impl SharedCounters {
+            pub fn publish(&self, c: &Counters) {
+                $(self.$name.store(c.$name, Ordering::Relaxed);)*
+            }
+            pub fn read(&self) -> Counters {
+                Counters { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+
+        impl std::ops::Add for Counters {
+            type Output = Counters;
+            fn add(self, o: Counters) -> Counters {
+                Counters { $($name: self.$name + o.$name,)* }
+            }
+        }
+
+        impl Counters {
+            /// (name, help, value) for every counter.
+            pub fn fields(&self) -> Vec<(&'static str, &'static str, u64)> {
+                vec![$((stringify!($name), $doc, self.$name),)*]
+            }
+        }
+    };
+}
+
+counters! {
+    connections: "connections open now (gauge)",
+    authenticated: "authenticated connections now (gauge)",
+    rooms: "rooms with members on this shard (gauge)",
+    accepted: "connections accepted",
+    closed: "connections closed",
+    auth_ok: "successful auths",
+    auth_failed: "auths refused (bad token, bad signature, expired)",
+    bad_input: "connections closed for malformed input",
+    timeouts: "connections closed by the handshake or heartbeat deadline",
+    evicted: "connections closed because a newer one took their key",
+    messages_out: "messages (inner frames) queued to clients",
+    batches_out: "push batches queued to clients",
+    writes: "socket writes completed",
+    bytes_out: "bytes written to clients",
+    cap_disconnects: "connections closed past the outbound cap",
+    cap_dropped_messages: "messages dropped past the outbound cap (drop-oldest)",
+    upstream_dropped: "client messages not forwarded (no dispatcher link, or its queue full)",
+    ring_full: "times a shard's inbox was full and the ingress waited",
+}
