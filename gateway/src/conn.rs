@@ -50,6 +50,10 @@ pub struct Conn {
     /// A write is in flight, covering the first `inflight` chunks.
     pub inflight: u16,
     pub sending: bool,
+    /// A shutdown is in flight. The slot must not be closed before it completes: io_uring runs
+    /// a shutdown in a worker and resolves the slot only then, so a slot closed and reused
+    /// meanwhile would shut down the next connection.
+    pub shutting: bool,
     /// Queued on the shard's dirty list (a write will be issued this turn).
     pub dirty: bool,
     pub mid: i64,
@@ -83,6 +87,7 @@ impl Conn {
             recv_armed: false,
             inflight: 0,
             sending: false,
+            shutting: false,
             dirty: false,
             mid: 0,
             key: Box::from(""),

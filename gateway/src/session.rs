@@ -265,6 +265,7 @@ impl Shard {
         };
         match header.op {
             op::HEARTBEAT => {
+                // A later deadline: the wheel entry picks it up when it fires.
                 conn.deadline = now + hb;
                 let online = conn
                     .rooms
@@ -387,7 +388,7 @@ impl Shard {
         conn.platform = t.platform.clone().into();
         conn.watch(&t.accepts);
         conn.state = State::Open;
-        conn.deadline = deadline;
+        self.set_deadline(h, deadline);
         let me = Owner {
             shard,
             handle: h,

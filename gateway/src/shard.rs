@@ -280,13 +280,21 @@ impl Shard {
     }
 
     fn on_completion(&mut self, r: usize, c: Completion) {
+        tracing::trace!(shard = self.id, ring = r, op = ?c.op, slot = c.slot, gen_ = c.gen_, res = c.res, more = c.more(), "completion");
         match c.op {
             Op::AcceptTcp => self.on_accept(r, c, Transport::Tcp),
             Op::AcceptWs => self.on_accept(r, c, Transport::Ws),
             Op::Recv => self.on_recv(r, c),
             Op::Send => self.on_send(r, c),
             Op::Close => self.on_closed(r, c),
-            Op::Shutdown | Op::Cancel => {}
+            Op::Shutdown => {
+                let h = handle(r, c.slot);
+                if let Some(conn) = self.conn_gen(h, c.gen_) {
+                    conn.shutting = false;
+                    self.maybe_close_slot(h);
+                }
+            }
+            Op::Cancel => {}
         }
     }
 
@@ -571,6 +579,12 @@ impl Shard {
     /// Closes a connection: leaves its rooms and key, tells the dispatchers, and writes the
     /// reason (if any) before shutting the socket.
     pub(crate) fn teardown(&mut self, h: u32, reason: Option<Reason>) {
+        tracing::trace!(
+            shard = self.id,
+            handle = h,
+            reason = reason.as_ref().map(|r| r.text.as_str()),
+            "teardown"
+        );
         let shard = self.id as u16;
         let Some(conn) = self.conn(h) else { return };
         if !matches!(conn.state, State::Upgrade | State::Auth | State::Open) {
@@ -629,20 +643,14 @@ impl Shard {
                     }
                 };
                 tracing::debug!(shard = self.id, handle = h, "closing: {}", reason.text);
-                let now = self.now;
-                let deadline = now + CLOSING_GRACE_MS;
                 let conn = self.conn(h).expect("checked above");
-                conn.deadline = deadline;
                 // The reason bypasses the cap: it is small and the last thing written.
                 conn.out.push_back(Chunk {
                     buf: Rc::new(Bytes::from(bytes)),
                     off: 0,
                     msgs: 0,
                 });
-                if conn.filed_for > deadline || conn.filed_for <= now {
-                    conn.filed_for = deadline;
-                    self.wheel.insert((h, gen_), deadline);
-                }
+                self.set_deadline(h, self.now + CLOSING_GRACE_MS);
                 self.mark_dirty(h);
             }
             None => self.shut(h),
@@ -660,17 +668,34 @@ impl Shard {
         let keep = conn.inflight as usize;
         conn.out.truncate(keep);
         let gen_ = conn.gen_;
-        self.rings[r].ring.shutdown(s as u32, gen_);
+        // Only a live receive or send needs waking; otherwise the socket is simply closed.
+        if conn.recv_armed || conn.sending {
+            conn.shutting = true;
+            self.rings[r].ring.shutdown(s as u32, gen_);
+        }
         self.maybe_close_slot(h);
     }
 
     fn maybe_close_slot(&mut self, h: u32) {
         let (r, s) = split(h);
         let Some(conn) = self.conn(h) else { return };
-        if conn.state == State::ShutDown && !conn.recv_armed && !conn.sending {
+        if conn.state == State::ShutDown && !conn.recv_armed && !conn.sending && !conn.shutting {
             conn.state = State::Closed;
             let gen_ = conn.gen_;
             self.rings[r].ring.close(s as u32, gen_);
+        }
+    }
+
+    /// Moves a connection's deadline. The wheel entry is lazy: a later deadline is picked up
+    /// when the current entry fires; an earlier one needs an entry of its own.
+    pub(crate) fn set_deadline(&mut self, h: u32, deadline: u64) {
+        let now = self.now;
+        let Some(conn) = self.conn(h) else { return };
+        conn.deadline = deadline;
+        if deadline < conn.filed_for || conn.filed_for <= now {
+            conn.filed_for = deadline;
+            let gen_ = conn.gen_;
+            self.wheel.insert((h, gen_), deadline);
         }
     }
 

@@ -56,7 +56,7 @@ mod tests {
 
     #[test]
     fn entries_fire_on_their_tick_and_not_before() {
-        let mut w = Wheel::new(8, 100);
+        let mut w = Wheel::new(16, 100);
         let mut out = Vec::new();
         w.insert((1, 0), 250);
         w.insert((2, 0), 1000);
