@@ -173,7 +173,10 @@ mod tests {
     #[test]
     fn single_push_matches_the_reference_example() {
         let b = Batch::single(1000, b"hi");
-        assert_eq!(&b.tcp()[..], hex("00000012 0010 0001 000003e8 00000000 6869"));
+        assert_eq!(
+            &b.tcp()[..],
+            hex("00000012 0010 0001 000003e8 00000000 6869")
+        );
         let mut ws = vec![0x82, 34];
         ws.extend(hex(
             "00000022 0010 0001 00000009 00000000 00000012 0010 0001 000003e8 00000000 6869",
@@ -206,9 +209,13 @@ mod tests {
 
     #[test]
     fn ws_lengths_use_7_16_and_64_bit_forms() {
-        for (body, head_len, first_len_byte) in
-            [(0usize, 2usize, 32u8), (93, 2, 125), (94, 4, 126), (65_503, 4, 126), (65_504, 10, 127)]
-        {
+        for (body, head_len, first_len_byte) in [
+            (0usize, 2usize, 32u8),
+            (93, 2, 125),
+            (94, 4, 126),
+            (65_503, 4, 126),
+            (65_504, 10, 127),
+        ] {
             let b = Batch::single(1000, &vec![0u8; body]);
             let ws = b.ws();
             let payload = 32 + body;

@@ -9,7 +9,9 @@ pub enum Error {
     FrameTooShort { len: i64 },
     #[error("frame headerLen is {got}, must be 16")]
     BadHeaderLen { got: i16 },
-    #[error("WebSocket message of {msg_len} bytes holds a goim frame with packLen {pack_len}; they must be equal")]
+    #[error(
+        "WebSocket message of {msg_len} bytes holds a goim frame with packLen {pack_len}; they must be equal"
+    )]
     WsLengthMismatch { pack_len: usize, msg_len: usize },
     #[error("inner frame at offset {offset} is malformed: {reason}")]
     BadInnerFrame { offset: usize, reason: &'static str },

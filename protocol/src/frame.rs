@@ -77,7 +77,11 @@ pub fn split(buf: &[u8], max_pack: usize) -> Result<Option<(Header, &[u8], usize
     if buf.len() < header.pack_len {
         return Ok(None);
     }
-    Ok(Some((header, &buf[HEADER_LEN..header.pack_len], header.pack_len)))
+    Ok(Some((
+        header,
+        &buf[HEADER_LEN..header.pack_len],
+        header.pack_len,
+    )))
 }
 
 /// Decodes the goim frame carried by one WebSocket message: the message must hold exactly one
@@ -184,10 +188,17 @@ mod tests {
         encode(&mut out, 3, 1000, 42, b"hello");
         encode(&mut out, 1, op::HEARTBEAT, 7, b"");
         for cut in 0..21 {
-            assert_eq!(split(&out[..cut], MAX_CLIENT_FRAME).unwrap(), None, "cut {cut}");
+            assert_eq!(
+                split(&out[..cut], MAX_CLIENT_FRAME).unwrap(),
+                None,
+                "cut {cut}"
+            );
         }
         let (h, body, used) = split(&out, MAX_CLIENT_FRAME).unwrap().unwrap();
-        assert_eq!((h.ver, h.op, h.seq, body, used), (3, 1000, 42, &b"hello"[..], 21));
+        assert_eq!(
+            (h.ver, h.op, h.seq, body, used),
+            (3, 1000, 42, &b"hello"[..], 21)
+        );
         let (h, body, used) = split(&out[used..], MAX_CLIENT_FRAME).unwrap().unwrap();
         assert_eq!((h.op, h.seq, body.len(), used), (op::HEARTBEAT, 7, 0, 16));
     }
@@ -202,7 +213,10 @@ mod tests {
         encode(&mut big, 1, 4, 1, &[7u8; MAX_BODY + 1]);
         assert_eq!(
             split(&big[..16], MAX_CLIENT_FRAME),
-            Err(Error::FrameTooLong { len: 4113, max: 4112 })
+            Err(Error::FrameTooLong {
+                len: 4113,
+                max: 4112
+            })
         );
     }
 
@@ -210,13 +224,22 @@ mod tests {
     fn bad_headers_are_rejected_with_their_values() {
         let mut h = header_bytes(0, 1, 2, 1);
         h[4..6].copy_from_slice(&20i16.to_be_bytes());
-        assert_eq!(split(&h, MAX_CLIENT_FRAME), Err(Error::BadHeaderLen { got: 20 }));
+        assert_eq!(
+            split(&h, MAX_CLIENT_FRAME),
+            Err(Error::BadHeaderLen { got: 20 })
+        );
         let mut h = header_bytes(0, 1, 2, 1);
         h[0..4].copy_from_slice(&15i32.to_be_bytes());
-        assert_eq!(split(&h, MAX_CLIENT_FRAME), Err(Error::FrameTooShort { len: 15 }));
+        assert_eq!(
+            split(&h, MAX_CLIENT_FRAME),
+            Err(Error::FrameTooShort { len: 15 })
+        );
         let mut h = header_bytes(0, 1, 2, 1);
         h[0..4].copy_from_slice(&(-1i32).to_be_bytes());
-        assert!(matches!(split(&h, MAX_CLIENT_FRAME), Err(Error::FrameTooLong { len: -1, .. })));
+        assert!(matches!(
+            split(&h, MAX_CLIENT_FRAME),
+            Err(Error::FrameTooLong { len: -1, .. })
+        ));
     }
 
     #[test]
@@ -232,7 +255,10 @@ mod tests {
         m.push(0);
         assert_eq!(
             decode_ws_message(&m, MAX_CLIENT_FRAME),
-            Err(Error::WsLengthMismatch { pack_len: 18, msg_len: 19 })
+            Err(Error::WsLengthMismatch {
+                pack_len: 18,
+                msg_len: 19
+            })
         );
         assert!(decode_ws_message(&m[..17], MAX_CLIENT_FRAME).is_err());
     }

@@ -268,9 +268,15 @@ mod tests {
             assert_eq!(decode(&mut part, MAX_LINK_MESSAGE).unwrap(), None);
         }
         let mut huge = BytesMut::from(&u32::MAX.to_be_bytes()[..]);
-        assert!(matches!(decode(&mut huge, 1024), Err(Error::LinkTooLong { .. })));
+        assert!(matches!(
+            decode(&mut huge, 1024),
+            Err(Error::LinkTooLong { .. })
+        ));
         let mut garbage = BytesMut::from(&[0, 0, 0, 3, 0xff, 0xff, 0xff][..]);
-        assert!(matches!(decode(&mut garbage, 1024), Err(Error::LinkDecode(_))));
+        assert!(matches!(
+            decode(&mut garbage, 1024),
+            Err(Error::LinkDecode(_))
+        ));
         let mut empty = BytesMut::from(&[0, 0, 0, 0][..]);
         assert_eq!(decode(&mut empty, 1024), Err(Error::LinkEmpty));
     }

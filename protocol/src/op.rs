@@ -85,7 +85,9 @@ pub fn parse_op_list(body: &[u8]) -> Option<Vec<i32>> {
     if text.trim().is_empty() {
         return Some(Vec::new());
     }
-    text.split(',').map(|s| s.trim().parse::<i32>().ok()).collect()
+    text.split(',')
+        .map(|s| s.trim().parse::<i32>().ok())
+        .collect()
 }
 
 #[cfg(test)]
@@ -95,7 +97,10 @@ mod tests {
     #[test]
     fn corecast_ops_clash_with_nothing_goim_defines() {
         for op in [JOIN_ROOM, JOIN_ROOM_REPLY, LEAVE_ROOM, LEAVE_ROOM_REPLY] {
-            assert!(op > GOIM_DEMO_MESSAGE_ACK_REPLY, "op {op} clashes with goim or goim-demo");
+            assert!(
+                op > GOIM_DEMO_MESSAGE_ACK_REPLY,
+                "op {op} clashes with goim or goim-demo"
+            );
             assert!(op < 1000, "op {op} clashes with application ops");
         }
     }

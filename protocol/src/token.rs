@@ -126,7 +126,13 @@ mod tests {
 
     #[test]
     fn non_json_is_rejected() {
-        for body in [&b"not json"[..], b"", b"[1,2]", b"{\"mid\":\"x\"}", &[0xff, 0xfe]] {
+        for body in [
+            &b"not json"[..],
+            b"",
+            b"[1,2]",
+            b"{\"mid\":\"x\"}",
+            &[0xff, 0xfe],
+        ] {
             let e = verify(body, &AuthMode::Open, 0).unwrap_err();
             assert_eq!(e.kind(), "token_not_json", "{body:?}");
         }
@@ -149,14 +155,23 @@ mod tests {
         }
         .sign(b"s1", 1000);
         let body = t.to_json();
-        assert_eq!(verify(body.as_bytes(), &hmac(&[b"s1"]), 999).unwrap().mid, 7);
+        assert_eq!(
+            verify(body.as_bytes(), &hmac(&[b"s1"]), 999).unwrap().mid,
+            7
+        );
         assert_eq!(
             verify(body.as_bytes(), &hmac(&[b"s1"]), 1000),
-            Err(Error::TokenExpired { exp: 1000, now: 1000 })
+            Err(Error::TokenExpired {
+                exp: 1000,
+                now: 1000
+            })
         );
         // rotation: either active secret verifies
         assert!(verify(body.as_bytes(), &hmac(&[b"s2", b"s1"]), 0).is_ok());
-        assert_eq!(verify(body.as_bytes(), &hmac(&[b"s2"]), 0), Err(Error::TokenBadSignature));
+        assert_eq!(
+            verify(body.as_bytes(), &hmac(&[b"s2"]), 0),
+            Err(Error::TokenBadSignature)
+        );
     }
 
     #[test]
@@ -188,7 +203,10 @@ mod tests {
 
     #[test]
     fn unsigned_or_unexpiring_tokens_fail_in_hmac_mode() {
-        assert_eq!(verify(JS_DEMO.as_bytes(), &hmac(&[b"s"]), 0), Err(Error::TokenUnsigned));
+        assert_eq!(
+            verify(JS_DEMO.as_bytes(), &hmac(&[b"s"]), 0),
+            Err(Error::TokenUnsigned)
+        );
         assert_eq!(
             verify(br#"{"sig":"00"}"#, &hmac(&[b"s"]), 0),
             Err(Error::TokenNoExpiry)

@@ -122,7 +122,9 @@ pub fn reject_response(err: &Error) -> Vec<u8> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// Text, binary (both carry goim frames, as in goim) or continuation.
-    Data { continuation: bool },
+    Data {
+        continuation: bool,
+    },
     Ping,
     Pong,
     Close,
@@ -298,8 +300,14 @@ mod tests {
             (REQ.replace("GET /sub ", "GET /foo "), "ws_wrong_path"),
             (REQ.replace("GET ", "POST "), "ws_handshake"),
             (REQ.replace("Version: 13", "Version: 8"), "ws_handshake"),
-            (REQ.replace("Upgrade: websocket", "Upgrade: h2c"), "ws_handshake"),
-            (REQ.replace("keep-alive, Upgrade", "keep-alive"), "ws_handshake"),
+            (
+                REQ.replace("Upgrade: websocket", "Upgrade: h2c"),
+                "ws_handshake",
+            ),
+            (
+                REQ.replace("keep-alive, Upgrade", "keep-alive"),
+                "ws_handshake",
+            ),
             (REQ.replace("dGhlIHNhbXBsZSBub25jZQ==", ""), "ws_handshake"),
         ];
         for (req, kind) in cases {
@@ -320,7 +328,12 @@ mod tests {
     fn masked_binary_frame_is_unmasked_in_place() {
         let mut f = masked(0x82, b"hello");
         let frame = parse_frame(&mut f, 4112).unwrap().unwrap();
-        assert_eq!(frame.kind, Kind::Data { continuation: false });
+        assert_eq!(
+            frame.kind,
+            Kind::Data {
+                continuation: false
+            }
+        );
         assert!(frame.fin);
         assert_eq!(&f[frame.payload.clone()], b"hello");
         assert_eq!(frame.len, f.len());
@@ -338,15 +351,27 @@ mod tests {
     #[test]
     fn bad_frames_are_rejected() {
         let mut rsv = masked(0x82 | 0x40, b"x");
-        assert!(matches!(parse_frame(&mut rsv, 4112), Err(Error::WsReservedBits { rsv1: true, .. })));
+        assert!(matches!(
+            parse_frame(&mut rsv, 4112),
+            Err(Error::WsReservedBits { rsv1: true, .. })
+        ));
         let mut unknown = masked(0x83, b"x");
-        assert_eq!(parse_frame(&mut unknown, 4112), Err(Error::WsUnknownOpcode(3)));
+        assert_eq!(
+            parse_frame(&mut unknown, 4112),
+            Err(Error::WsUnknownOpcode(3))
+        );
         let mut unknown_control = masked(0x8b, b"x");
-        assert_eq!(parse_frame(&mut unknown_control, 4112), Err(Error::WsUnknownOpcode(11)));
+        assert_eq!(
+            parse_frame(&mut unknown_control, 4112),
+            Err(Error::WsUnknownOpcode(11))
+        );
         let mut big = masked(0x82, &[0u8; 5000]);
         assert_eq!(
             parse_frame(&mut big[..8], 4112),
-            Err(Error::WsTooLarge { len: 5000, max: 4112 })
+            Err(Error::WsTooLarge {
+                len: 5000,
+                max: 4112
+            })
         );
         let mut frag_ping = masked(0x09, b"p");
         assert_eq!(parse_frame(&mut frag_ping, 4112), Err(Error::WsBadControl));
