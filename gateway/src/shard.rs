@@ -78,8 +78,10 @@ pub(crate) struct RingCtx {
     pub ring: Ring,
     pub conns: Vec<Option<Box<Conn>>>,
     pub live: u32,
+    /// Accepting moved elsewhere: too few free slots.
     pub full: bool,
-    pub accepting: bool,
+    /// Multishot accepts armed on this ring: [TCP, WS].
+    pub accepting: [bool; 2],
     next_gen: u16,
 }
 
@@ -179,12 +181,13 @@ impl Shard {
             conns: Vec::new(),
             live: 0,
             full: false,
-            accepting: false,
+            accepting: [false; 2],
             next_gen: 1,
         });
         Ok(self.rings.len() - 1)
     }
 
+    /// Arms the multishot accepts (TCP and WS) that are not armed on ring `r`.
     fn arm_accepts(&mut self, r: usize) {
         if self.draining {
             return;
@@ -194,9 +197,62 @@ impl Shard {
         };
         let (tcp, ws) = (tcp.as_raw_fd(), ws.as_raw_fd());
         let ctx = &mut self.rings[r];
-        ctx.ring.accept(tcp, Op::AcceptTcp);
-        ctx.ring.accept(ws, Op::AcceptWs);
-        ctx.accepting = true;
+        if !ctx.accepting[0] {
+            ctx.ring.accept(tcp, Op::AcceptTcp);
+            ctx.accepting[0] = true;
+        }
+        if !ctx.accepting[1] {
+            ctx.ring.accept(ws, Op::AcceptWs);
+            ctx.accepting[1] = true;
+        }
+    }
+
+    /// Slots kept free on an accepting ring. io_uring accepts a connection before it allocates
+    /// the slot, and drops it (the client sees a reset) when the table is full; so a shard moves
+    /// accepting to another ring while this many slots are still free, which absorbs accepts
+    /// already under way.
+    fn headroom(&self) -> u32 {
+        (self.ring_size.slots / 16).clamp(1, 256)
+    }
+
+    /// Moves accepting off ring `r` (nearly full) to the first ring with room, opening one if
+    /// needed.
+    fn move_accepting(&mut self, r: usize) {
+        let ctx = &mut self.rings[r];
+        ctx.full = true;
+        if ctx.accepting[0] {
+            ctx.ring.cancel_accept(Op::AcceptTcp);
+        }
+        if ctx.accepting[1] {
+            ctx.ring.cancel_accept(Op::AcceptWs);
+        }
+        let next = match self.rings.iter().position(|x| !x.full) {
+            Some(i) => i,
+            None if self.rings.len() < self.shared.config.engine.max_rings_per_shard => {
+                match self.add_ring() {
+                    Ok(i) => {
+                        tracing::info!(
+                            shard = self.id,
+                            rings = i + 1,
+                            "opened another io_uring ring"
+                        );
+                        i
+                    }
+                    Err(e) => {
+                        tracing::error!(shard = self.id, "cannot open another ring: {e}");
+                        return;
+                    }
+                }
+            }
+            None => {
+                tracing::warn!(
+                    shard = self.id,
+                    "every ring is full: not accepting until connections close"
+                );
+                return;
+            }
+        };
+        self.arm_accepts(next);
     }
 
     /// The event loop; returns when the gateway stops or a drain has closed every connection.
@@ -299,12 +355,14 @@ impl Shard {
     }
 
     fn on_accept(&mut self, r: usize, c: Completion, transport: Transport) {
+        let which = (transport == Transport::Ws) as usize;
         if c.res >= 0 {
             let slot = c.res as u32;
             if self.draining {
                 self.rings[r].ring.close(slot, 0);
             } else {
                 let deadline = self.now + self.shared.config.limits.handshake_timeout_ms;
+                let headroom = self.headroom();
                 let ctx = &mut self.rings[r];
                 let gen_ = ctx.next_gen;
                 ctx.next_gen = ctx.next_gen.wrapping_add(1).max(1);
@@ -319,60 +377,33 @@ impl Shard {
                 ctx.ring.recv(slot, gen_);
                 self.wheel.insert((handle(r, slot), gen_), deadline);
                 self.stats.accepted += 1;
+                let nearly_full = ctx.live + headroom >= self.ring_size.slots;
+                if nearly_full && !ctx.full {
+                    self.move_accepting(r);
+                }
             }
+        } else if c.res != -libc::ECANCELED {
+            self.stats.accept_errors += 1;
+            tracing::warn!(
+                shard = self.id,
+                ring = r,
+                "accept failed: {}",
+                std::io::Error::from_raw_os_error(-c.res)
+            );
         }
         if c.more() {
             return;
         }
-        // The multishot accept ended (table full, or an error): continue on a ring with room.
-        self.rings[r].accepting = false;
+        // This multishot accept ended: cancelled (the ring is full), or an error ended it.
+        self.rings[r].accepting[which] = false;
         if self.draining {
             return;
         }
-        if c.res == -libc::ENFILE || c.res == -libc::EMFILE {
-            self.rings[r].full = true;
+        if !self.rings[r].full {
+            self.arm_accepts(r);
+        } else if !self.rings.iter().any(|x| x.accepting[which]) {
+            self.move_accepting(r);
         }
-        if self.rings.iter().any(|x| x.accepting) {
-            return;
-        }
-        let next = match self.rings.iter().position(|x| !x.full) {
-            Some(i) => i,
-            None if self.rings.len() < self.shared.config.engine.max_rings_per_shard => {
-                match self.add_ring() {
-                    Ok(i) => {
-                        tracing::info!(
-                            shard = self.id,
-                            rings = i + 1,
-                            "opened another io_uring ring"
-                        );
-                        i
-                    }
-                    Err(e) => {
-                        tracing::error!("cannot open another ring: {e}");
-                        return;
-                    }
-                }
-            }
-            None => {
-                tracing::warn!(
-                    shard = self.id,
-                    "every ring is full: not accepting until a connection closes"
-                );
-                return;
-            }
-        };
-        if c.res < 0
-            && c.res != -libc::ENFILE
-            && c.res != -libc::EMFILE
-            && c.res != -libc::ECANCELED
-        {
-            tracing::warn!(
-                shard = self.id,
-                "accept ended: {}",
-                std::io::Error::from_raw_os_error(-c.res)
-            );
-        }
-        self.arm_accepts(next);
     }
 
     fn on_recv(&mut self, r: usize, c: Completion) {
@@ -403,12 +434,12 @@ impl Shard {
         }
         // Re-arm a receive that ended while the connection lives on (ENOBUFS, or a kernel that
         // ends multishot receives after a while).
-        if let Some(conn) = self.conn_gen(h, c.gen_) {
-            if !conn.recv_armed && matches!(conn.state, State::Upgrade | State::Auth | State::Open)
-            {
-                conn.recv_armed = true;
-                self.rings[r].ring.recv(c.slot, c.gen_);
-            }
+        if let Some(conn) = self.conn_gen(h, c.gen_)
+            && !conn.recv_armed
+            && matches!(conn.state, State::Upgrade | State::Auth | State::Open)
+        {
+            conn.recv_armed = true;
+            self.rings[r].ring.recv(c.slot, c.gen_);
         }
         self.maybe_close_slot(h);
     }
@@ -442,23 +473,28 @@ impl Shard {
     }
 
     fn on_closed(&mut self, r: usize, c: Completion) {
+        let reopen_below = self.ring_size.slots.saturating_sub(2 * self.headroom());
         let ctx = &mut self.rings[r];
-        if let Some(slot) = ctx.conns.get_mut(c.slot as usize) {
-            if slot.as_ref().is_some_and(|conn| conn.gen_ == c.gen_) {
-                *slot = None;
-                ctx.live -= 1;
+        if let Some(slot) = ctx.conns.get_mut(c.slot as usize)
+            && slot.as_ref().is_some_and(|conn| conn.gen_ == c.gen_)
+        {
+            *slot = None;
+            ctx.live -= 1;
+            // Room again (with hysteresis): the ring takes accepts when the current one fills.
+            if ctx.full && ctx.live < reopen_below {
                 ctx.full = false;
-                self.stats.closed += 1;
             }
+            self.stats.closed += 1;
         }
     }
 
     pub(crate) fn mark_dirty(&mut self, h: u32) {
-        if let Some(conn) = self.conn(h) {
-            if !conn.dirty && !conn.sending {
-                conn.dirty = true;
-                self.dirty.push(h);
-            }
+        if let Some(conn) = self.conn(h)
+            && !conn.dirty
+            && !conn.sending
+        {
+            conn.dirty = true;
+            self.dirty.push(h);
         }
     }
 
@@ -821,10 +857,7 @@ impl Shard {
         let ws = Rc::new(batch.ws());
         let msgs = batch.messages();
         let mut i = 0;
-        loop {
-            let Some(&h) = self.rooms.get(idx).and_then(|r| r.members.get(i)) else {
-                break;
-            };
+        while let Some(&h) = self.rooms.get(idx).and_then(|r| r.members.get(i)) {
             i += 1;
             let (r, s) = split(h);
             let Some(conn) = self.rings[r].conns.get(s).and_then(|c| c.as_deref()) else {
@@ -889,8 +922,10 @@ impl Shard {
         self.draining = true;
         self.drain_next_ms = self.now;
         for ctx in &mut self.rings {
-            if ctx.accepting {
+            if ctx.accepting[0] {
                 ctx.ring.cancel_accept(Op::AcceptTcp);
+            }
+            if ctx.accepting[1] {
                 ctx.ring.cancel_accept(Op::AcceptWs);
             }
         }
@@ -908,12 +943,12 @@ impl Shard {
         let mut victims = Vec::new();
         'outer: for (r, ctx) in self.rings.iter().enumerate() {
             for (s, c) in ctx.conns.iter().enumerate() {
-                if let Some(c) = c {
-                    if matches!(c.state, State::Upgrade | State::Auth | State::Open) {
-                        victims.push(handle(r, s as u32));
-                        if victims.len() >= per_shard {
-                            break 'outer;
-                        }
+                if let Some(c) = c
+                    && matches!(c.state, State::Upgrade | State::Auth | State::Open)
+                {
+                    victims.push(handle(r, s as u32));
+                    if victims.len() >= per_shard {
+                        break 'outer;
                     }
                 }
             }
@@ -931,12 +966,11 @@ impl Shard {
 
     /// Leaves room `idx` at position `pos` and fixes the position of the member that moved.
     pub(crate) fn leave_at(&mut self, idx: u32, pos: u32) {
-        if let Some(moved) = self.rooms.leave(idx, pos) {
-            if let Some(conn) = self.conn(moved.handle) {
-                if let Some(entry) = conn.rooms.iter_mut().find(|(i, _)| *i == idx) {
-                    entry.1 = moved.pos;
-                }
-            }
+        if let Some(moved) = self.rooms.leave(idx, pos)
+            && let Some(conn) = self.conn(moved.handle)
+            && let Some(entry) = conn.rooms.iter_mut().find(|(i, _)| *i == idx)
+        {
+            entry.1 = moved.pos;
         }
     }
 }

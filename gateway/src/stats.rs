@@ -44,6 +44,7 @@ counters! {
     authenticated: "authenticated connections now (gauge)",
     rooms: "rooms with members on this shard (gauge)",
     accepted: "connections accepted",
+    accept_errors: "accepts that failed (the client saw a reset or nothing)",
     closed: "connections closed",
     auth_ok: "successful auths",
     auth_failed: "auths refused (bad token, bad signature, expired)",

@@ -227,13 +227,13 @@ impl Ring {
                 .submitter()
                 .enter::<libc::sigset_t>(n, 0, EnterFlags::GETEVENTS.bits(), None)
         };
-        if let Err(e) = entered {
-            if !matches!(
+        if let Err(e) = entered
+            && !matches!(
                 e.raw_os_error(),
                 Some(libc::EBUSY) | Some(libc::EAGAIN) | Some(libc::EINTR)
-            ) {
-                return Err(e);
-            }
+            )
+        {
+            return Err(e);
         }
         for cqe in self.uring.completion() {
             let ud = cqe.user_data();

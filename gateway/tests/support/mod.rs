@@ -18,9 +18,11 @@ pub const JS_TOKEN: &str =
 
 /// A config on ephemeral loopback ports with short deadlines.
 pub fn config() -> Config {
-    let mut c = Config::default();
-    c.tcp_bind = "127.0.0.1:0".into();
-    c.ws_bind = "127.0.0.1:0".into();
+    let mut c = Config {
+        tcp_bind: "127.0.0.1:0".into(),
+        ws_bind: "127.0.0.1:0".into(),
+        ..Config::default()
+    };
     c.engine.recv_buffers = 256;
     c
 }
@@ -64,6 +66,7 @@ pub enum End {
     Timeout,
 }
 
+#[allow(clippy::large_enum_variant)]
 pub enum Client {
     Tcp { stream: TcpStream, buf: Vec<u8> },
     Ws { ws: WebSocket<TcpStream> },

@@ -1,0 +1,33 @@
+//! A second connection with the same key closes the first, on whichever shard it is, and key
+//! pushes then reach the new one.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+#[test]
+fn a_newer_connection_with_the_same_key_evicts_the_older() {
+    let gw = start(config());
+    // Enough pairs that some land on different shards.
+    for i in 0..16 {
+        let t = if i % 2 == 0 {
+            Transport::Tcp
+        } else {
+            Transport::Ws
+        };
+        let key = format!("dup-{i}");
+        let mut old = Client::auth(&gw, t, &token(1, &key, "live://dup", &[1000]));
+        let mut new = Client::auth(&gw, Transport::Tcp, &token(1, &key, "live://dup", &[1000]));
+        let reason = old.expect_closed().expect("a reason");
+        assert!(
+            reason.contains("newer connection with the same key"),
+            "{reason}"
+        );
+        push_keys(&gw, &[&key], 1000, b"to the new one");
+        assert_eq!(new.recv_push().unwrap()[0].body, b"to the new one");
+        new.expect_silence(Duration::from_millis(50));
+    }
+    eventually(5, "16 evictions counted", || gw.total().evicted == 16);
+}
