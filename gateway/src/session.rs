@@ -79,7 +79,9 @@ impl Shard {
                 self.stats.bad_input += 1;
                 tracing::debug!("WebSocket upgrade refused: {e}");
                 // teardown() writes the HTTP error response while the state is Upgrade.
-                self.teardown(h, Some(Reason::new(e.to_string(), close_code::PROTOCOL)));
+                let mut reason = Reason::new(e.to_string(), close_code::PROTOCOL);
+                reason.upgrade = Some(e);
+                self.teardown(h, Some(reason));
             }
         }
     }

@@ -51,6 +51,8 @@ pub struct Reason {
     pub text: String,
     /// WebSocket close code.
     pub code: u16,
+    /// Before a WebSocket upgrade: the error that refused it (picks the HTTP status).
+    pub upgrade: Option<protocol::Error>,
 }
 
 impl Reason {
@@ -58,11 +60,14 @@ impl Reason {
         Reason {
             text: text.into(),
             code,
+            upgrade: None,
         }
     }
 }
 
 const MAX_IOV: usize = 64;
+/// Accepts in flight per listener on the accepting ring.
+const ACCEPT_DEPTH: u32 = 16;
 const IOV_ARENA: usize = 64 * 1024;
 /// How long the final bytes of a closing connection may take before the socket is shut anyway.
 const CLOSING_GRACE_MS: u64 = 1_000;
@@ -78,10 +83,8 @@ pub(crate) struct RingCtx {
     pub ring: Ring,
     pub conns: Vec<Option<Box<Conn>>>,
     pub live: u32,
-    /// Accepting moved elsewhere: too few free slots.
-    pub full: bool,
-    /// Multishot accepts armed on this ring: [TCP, WS].
-    pub accepting: [bool; 2],
+    /// Accepts in flight on this ring: [TCP, WS].
+    pub accepts: [u32; 2],
     next_gen: u16,
 }
 
@@ -116,6 +119,9 @@ pub struct Shard {
     broadcasts: VecDeque<BroadcastJob>,
     draining: bool,
     drain_next_ms: u64,
+    /// The ring new connections are accepted on.
+    accepting: usize,
+    full_warned: bool,
     pub(crate) now: u64,
 }
 
@@ -163,10 +169,12 @@ impl Shard {
             broadcasts: VecDeque::new(),
             draining: false,
             drain_next_ms: 0,
+            accepting: 0,
+            full_warned: false,
             now: 0,
         };
         shard.add_ring()?;
-        shard.arm_accepts(0);
+        shard.arm_accepts();
         Ok(shard)
     }
 
@@ -180,79 +188,75 @@ impl Shard {
             ring,
             conns: Vec::new(),
             live: 0,
-            full: false,
-            accepting: [false; 2],
+            accepts: [0; 2],
             next_gen: 1,
         });
         Ok(self.rings.len() - 1)
     }
 
-    /// Arms the multishot accepts (TCP and WS) that are not armed on ring `r`.
-    fn arm_accepts(&mut self, r: usize) {
+    /// Keeps the accepts topped up: up to [`ACCEPT_DEPTH`] per listener in flight on the
+    /// accepting ring, never more than its free slots; moves to another ring (opening one if
+    /// allowed) when it is full.
+    fn arm_accepts(&mut self) {
         if self.draining {
             return;
         }
         let (Some(tcp), Some(ws)) = (&self.tcp_listener, &self.ws_listener) else {
             return;
         };
-        let (tcp, ws) = (tcp.as_raw_fd(), ws.as_raw_fd());
-        let ctx = &mut self.rings[r];
-        if !ctx.accepting[0] {
-            ctx.ring.accept(tcp, Op::AcceptTcp);
-            ctx.accepting[0] = true;
-        }
-        if !ctx.accepting[1] {
-            ctx.ring.accept(ws, Op::AcceptWs);
-            ctx.accepting[1] = true;
-        }
-    }
-
-    /// Slots kept free on an accepting ring. io_uring accepts a connection before it allocates
-    /// the slot, and drops it (the client sees a reset) when the table is full; so a shard moves
-    /// accepting to another ring while this many slots are still free, which absorbs accepts
-    /// already under way.
-    fn headroom(&self) -> u32 {
-        (self.ring_size.slots / 16).clamp(1, 256)
-    }
-
-    /// Moves accepting off ring `r` (nearly full) to the first ring with room, opening one if
-    /// needed.
-    fn move_accepting(&mut self, r: usize) {
-        let ctx = &mut self.rings[r];
-        ctx.full = true;
-        if ctx.accepting[0] {
-            ctx.ring.cancel_accept(Op::AcceptTcp);
-        }
-        if ctx.accepting[1] {
-            ctx.ring.cancel_accept(Op::AcceptWs);
-        }
-        let next = match self.rings.iter().position(|x| !x.full) {
-            Some(i) => i,
-            None if self.rings.len() < self.shared.config.engine.max_rings_per_shard => {
-                match self.add_ring() {
-                    Ok(i) => {
-                        tracing::info!(
-                            shard = self.id,
-                            rings = i + 1,
-                            "opened another io_uring ring"
-                        );
-                        i
-                    }
-                    Err(e) => {
-                        tracing::error!(shard = self.id, "cannot open another ring: {e}");
-                        return;
-                    }
+        let fds = [tcp.as_raw_fd(), ws.as_raw_fd()];
+        let slots = self.ring_size.slots;
+        loop {
+            let r = self.accepting;
+            let ctx = &mut self.rings[r];
+            for (which, fd) in fds.iter().enumerate() {
+                while ctx.accepts[which] < ACCEPT_DEPTH
+                    && ctx.live + ctx.accepts[0] + ctx.accepts[1] < slots
+                {
+                    let op = if which == 0 {
+                        Op::AcceptTcp
+                    } else {
+                        Op::AcceptWs
+                    };
+                    ctx.ring.accept(*fd, op);
+                    ctx.accepts[which] += 1;
                 }
             }
-            None => {
-                tracing::warn!(
-                    shard = self.id,
-                    "every ring is full: not accepting until connections close"
-                );
+            if ctx.accepts[0] > 0 && ctx.accepts[1] > 0 {
                 return;
             }
-        };
-        self.arm_accepts(next);
+            // This ring is full: accept on the first ring with room, or a new one.
+            let room = |c: &RingCtx| c.live + c.accepts[0] + c.accepts[1] + 2 <= slots;
+            self.accepting = match self.rings.iter().position(room) {
+                Some(i) if i != r => i,
+                _ if self.rings.len() < self.shared.config.engine.max_rings_per_shard => {
+                    match self.add_ring() {
+                        Ok(i) => {
+                            tracing::info!(
+                                shard = self.id,
+                                rings = i + 1,
+                                "opened another io_uring ring"
+                            );
+                            i
+                        }
+                        Err(e) => {
+                            tracing::error!(shard = self.id, "cannot open another ring: {e}");
+                            return;
+                        }
+                    }
+                }
+                _ => {
+                    if !self.full_warned {
+                        self.full_warned = true;
+                        tracing::warn!(
+                            shard = self.id,
+                            "every ring is full: not accepting until connections close"
+                        );
+                    }
+                    return;
+                }
+            };
+        }
     }
 
     /// The event loop; returns when the gateway stops or a drain has closed every connection.
@@ -356,31 +360,32 @@ impl Shard {
 
     fn on_accept(&mut self, r: usize, c: Completion, transport: Transport) {
         let which = (transport == Transport::Ws) as usize;
+        self.rings[r].accepts[which] -= 1;
         if c.res >= 0 {
             let slot = c.res as u32;
+            let deadline = self.now + self.shared.config.limits.handshake_timeout_ms;
+            let ctx = &mut self.rings[r];
+            let gen_ = ctx.next_gen;
+            ctx.next_gen = ctx.next_gen.wrapping_add(1).max(1);
+            if ctx.conns.len() <= slot as usize {
+                ctx.conns.resize_with(slot as usize + 1, || None);
+            }
+            let mut conn = Box::new(Conn::new(gen_, transport, deadline));
+            conn.recv_armed = true;
+            conn.filed_for = deadline;
+            ctx.conns[slot as usize] = Some(conn);
+            ctx.live += 1;
+            ctx.ring.recv(slot, gen_);
+            self.wheel.insert((handle(r, slot), gen_), deadline);
+            self.stats.accepted += 1;
             if self.draining {
-                self.rings[r].ring.close(slot, 0);
-            } else {
-                let deadline = self.now + self.shared.config.limits.handshake_timeout_ms;
-                let headroom = self.headroom();
-                let ctx = &mut self.rings[r];
-                let gen_ = ctx.next_gen;
-                ctx.next_gen = ctx.next_gen.wrapping_add(1).max(1);
-                if ctx.conns.len() <= slot as usize {
-                    ctx.conns.resize_with(slot as usize + 1, || None);
-                }
-                let mut conn = Box::new(Conn::new(gen_, transport, deadline));
-                conn.recv_armed = true;
-                conn.filed_for = deadline;
-                ctx.conns[slot as usize] = Some(conn);
-                ctx.live += 1;
-                ctx.ring.recv(slot, gen_);
-                self.wheel.insert((handle(r, slot), gen_), deadline);
-                self.stats.accepted += 1;
-                let nearly_full = ctx.live + headroom >= self.ring_size.slots;
-                if nearly_full && !ctx.full {
-                    self.move_accepting(r);
-                }
+                self.teardown(
+                    handle(r, slot),
+                    Some(Reason::new(
+                        "server draining",
+                        protocol::ws::close_code::GOING_AWAY,
+                    )),
+                );
             }
         } else if c.res != -libc::ECANCELED {
             self.stats.accept_errors += 1;
@@ -391,19 +396,7 @@ impl Shard {
                 std::io::Error::from_raw_os_error(-c.res)
             );
         }
-        if c.more() {
-            return;
-        }
-        // This multishot accept ended: cancelled (the ring is full), or an error ended it.
-        self.rings[r].accepting[which] = false;
-        if self.draining {
-            return;
-        }
-        if !self.rings[r].full {
-            self.arm_accepts(r);
-        } else if !self.rings.iter().any(|x| x.accepting[which]) {
-            self.move_accepting(r);
-        }
+        self.arm_accepts();
     }
 
     fn on_recv(&mut self, r: usize, c: Completion) {
@@ -428,6 +421,13 @@ impl Shard {
             }
         } else if c.res == 0 || c.res != -libc::ENOBUFS {
             // EOF or an error: the client is gone.
+            if c.res < 0 && live {
+                tracing::debug!(
+                    shard = self.id,
+                    "receive failed: {}",
+                    std::io::Error::from_raw_os_error(-c.res)
+                );
+            }
             if live {
                 self.teardown(h, None);
             }
@@ -452,6 +452,7 @@ impl Shard {
         conn.sending = false;
         conn.inflight = 0;
         if c.res < 0 {
+            tracing::debug!("send failed: {}", std::io::Error::from_raw_os_error(-c.res));
             if matches!(conn.state, State::Upgrade | State::Auth | State::Open) {
                 self.teardown(h, None);
             } else if conn.state == State::Closing {
@@ -473,18 +474,19 @@ impl Shard {
     }
 
     fn on_closed(&mut self, r: usize, c: Completion) {
-        let reopen_below = self.ring_size.slots.saturating_sub(2 * self.headroom());
         let ctx = &mut self.rings[r];
         if let Some(slot) = ctx.conns.get_mut(c.slot as usize)
             && slot.as_ref().is_some_and(|conn| conn.gen_ == c.gen_)
         {
             *slot = None;
             ctx.live -= 1;
-            // Room again (with hysteresis): the ring takes accepts when the current one fills.
-            if ctx.full && ctx.live < reopen_below {
-                ctx.full = false;
-            }
             self.stats.closed += 1;
+            if self.full_warned {
+                // Accepting had stopped with every ring full: this slot lets it resume.
+                self.full_warned = false;
+                self.accepting = r;
+                self.arm_accepts();
+            }
         }
     }
 
@@ -662,9 +664,12 @@ impl Shard {
         match reason {
             Some(reason) => {
                 let bytes = match (transport, prev_state) {
-                    (Transport::Ws, State::Upgrade) => protocol::ws::reject_response(
-                        &protocol::Error::Handshake(reason.text.clone()),
-                    ),
+                    (Transport::Ws, State::Upgrade) => match &reason.upgrade {
+                        Some(e) => protocol::ws::reject_response(e),
+                        None => protocol::ws::reject_response(&protocol::Error::Handshake(
+                            reason.text.clone(),
+                        )),
+                    },
                     (Transport::Ws, _) => protocol::ws::close(reason.code, &reason.text),
                     (Transport::Tcp, _) => {
                         let mut out = Vec::new();
@@ -922,11 +927,11 @@ impl Shard {
         self.draining = true;
         self.drain_next_ms = self.now;
         for ctx in &mut self.rings {
-            if ctx.accepting[0] {
-                ctx.ring.cancel_accept(Op::AcceptTcp);
+            if ctx.accepts[0] > 0 {
+                ctx.ring.cancel_accepts(Op::AcceptTcp);
             }
-            if ctx.accepting[1] {
-                ctx.ring.cancel_accept(Op::AcceptWs);
+            if ctx.accepts[1] > 0 {
+                ctx.ring.cancel_accepts(Op::AcceptWs);
             }
         }
         tracing::info!(shard = self.id, connections = self.live(), "draining");

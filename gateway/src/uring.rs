@@ -2,11 +2,15 @@
 //!
 //! - A [`Ring`] is created and used by one thread only (`SINGLE_ISSUER`, `DEFER_TASKRUN`): its
 //!   completions are posted only when that thread calls [`Ring::reap`].
-//! - Sockets are **direct descriptors**: multishot accept allocates a slot in the ring's sparse
+//! - Sockets are **direct descriptors**: an accept allocates a slot in the ring's sparse
 //!   fixed-file table, so a connection takes no process descriptor (a process here may hold only
 //!   20,000, and that cap cannot be raised; the table of one ring is capped the same way, so a
 //!   shard opens more rings). A slot is identified by its index; it is only reused after a
 //!   [`Ring::close`] of it completed.
+//! - Accepts are **single-shot**, and the caller keeps at most (free slots) of them in flight.
+//!   io_uring accepts a connection before it allocates its slot and resets the connection when
+//!   the table is full; a multishot accept, run as deferred task work, drains the whole listen
+//!   queue in one go, so only a bounded number of single-shot accepts keeps that from happening.
 //! - Reads are multishot receives into a **provided buffer ring**: the kernel picks a buffer only
 //!   when data arrives, so an idle connection holds none. A received buffer must be handed back
 //!   with [`Ring::recycle`] once its bytes are consumed.
@@ -20,7 +24,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU16, Ordering};
 
-use io_uring::types::{BufRingEntry, Fixed};
+use io_uring::types::{BufRingEntry, CancelBuilder, DestinationSlot, Fixed};
 use io_uring::{EnterFlags, IoUring, cqueue, opcode, squeue};
 
 /// What a completion is about (the low byte of its user data).
@@ -132,18 +136,22 @@ impl Ring {
         }
     }
 
-    /// Arms a multishot accept on `listener` that allocates direct descriptors.
+    /// Queues one accept on `listener` into a slot the kernel allocates.
     pub fn accept(&mut self, listener: RawFd, op: Op) {
-        let e = opcode::AcceptMulti::new(io_uring::types::Fd(listener))
-            .allocate_file_index(true)
-            .build()
-            .user_data(user_data(op, 0, 0));
+        let e = opcode::Accept::new(
+            io_uring::types::Fd(listener),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+        .file_index(Some(DestinationSlot::auto_target()))
+        .build()
+        .user_data(user_data(op, 0, 0));
         self.push(e);
     }
 
-    /// Cancels the multishot accept armed with `op`.
-    pub fn cancel_accept(&mut self, op: Op) {
-        let e = opcode::AsyncCancel::new(user_data(op, 0, 0))
+    /// Cancels every accept queued with `op`.
+    pub fn cancel_accepts(&mut self, op: Op) {
+        let e = opcode::AsyncCancel2::new(CancelBuilder::user_data(user_data(op, 0, 0)).all())
             .build()
             .user_data(user_data(Op::Cancel, 0, 0));
         self.push(e);

@@ -1,0 +1,144 @@
+//! The internal link: the gateway dials a dispatcher (played here by the test), registers,
+//! reports sessions and upstream messages, takes pushes and acknowledges them, and dials again
+//! after the link fails, without disturbing its clients.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use protocol::batch::BatchBuilder;
+use protocol::link::{self, Body, LinkMessage, RoomBatch};
+use protocol::op;
+use support::*;
+
+struct FakeDispatcher {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl FakeDispatcher {
+    fn accept(l: &TcpListener) -> FakeDispatcher {
+        let (stream, _) = l.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        FakeDispatcher {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
+
+    fn next(&mut self) -> Option<Body> {
+        loop {
+            if let Some(b) = link::decode(&mut self.buf, link::MAX_LINK_MESSAGE).unwrap() {
+                return Some(b);
+            }
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// The next message that is not a periodic Renew.
+    fn next_event(&mut self) -> Body {
+        loop {
+            match self.next().expect("link open") {
+                Body::Renew(_) => continue,
+                b => return b,
+            }
+        }
+    }
+
+    fn send(&mut self, body: Body) {
+        let mut out = BytesMut::new();
+        link::encode(&LinkMessage::from(body), &mut out);
+        self.stream.write_all(&out).unwrap();
+    }
+}
+
+fn linked_gateway() -> (gateway::Gateway, TcpListener) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut c = config();
+    c.id = "gw-test".into();
+    c.public_addrs = vec!["10.0.0.1".into()];
+    c.dispatchers = vec![l.local_addr().unwrap().to_string()];
+    (start(c), l)
+}
+
+#[test]
+fn registers_reports_sessions_and_upstream_and_acks_pushes() {
+    let (gw, l) = linked_gateway();
+    let mut d = FakeDispatcher::accept(&l);
+    let Body::Register(r) = d.next_event() else {
+        panic!("Register first")
+    };
+    assert_eq!(
+        (r.gateway_id.as_str(), r.addrs.as_slice(), r.weight),
+        ("gw-test", &["10.0.0.1".to_string()][..], 10)
+    );
+    let mut c = Client::auth(&gw, Transport::Ws, &token(77, "k77", "live://link", &[]));
+    let Body::Session(s) = d.next_event() else {
+        panic!("Session")
+    };
+    assert!(s.online && s.mid == 77 && s.key == "k77" && s.rooms == ["live://link"]);
+    c.send(1, op::SEND_MSG, 3, b"up");
+    assert_eq!(c.recv().unwrap().op, op::SEND_MSG);
+    let Body::Upstream(u) = d.next_event() else {
+        panic!("Upstream")
+    };
+    assert_eq!(
+        (u.mid, u.op, u.seq, u.body.as_slice()),
+        (77, op::SEND_MSG, 3, &b"up"[..])
+    );
+    let mut b = BatchBuilder::default();
+    b.push(1000, b"via link");
+    d.send(Body::RoomBatch(RoomBatch {
+        id: 41,
+        room: "live://link".into(),
+        frames: b.inner_frames().to_vec(),
+    }));
+    assert_eq!(c.recv_push().unwrap()[0].body, b"via link");
+    let Body::Ack(a) = d.next_event() else {
+        panic!("Ack")
+    };
+    assert_eq!(a.id, 41);
+    drop(c);
+    let Body::Session(s) = d.next_event() else {
+        panic!("Session offline")
+    };
+    assert!(!s.online && s.key == "k77");
+}
+
+#[test]
+fn a_link_sending_garbage_is_closed_and_dialled_again_while_clients_carry_on() {
+    let (gw, l) = linked_gateway();
+    let mut c = Client::auth(&gw, Transport::Tcp, &token(1, "", "live://g", &[]));
+    let mut d = FakeDispatcher::accept(&l);
+    assert!(matches!(d.next_event(), Body::Register(_)));
+    d.stream
+        .write_all(&[0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff])
+        .unwrap();
+    while d.next().is_some() {}
+    // Dialled again, registered again.
+    let mut d2 = FakeDispatcher::accept(&l);
+    assert!(matches!(d2.next_event(), Body::Register(_)));
+    // A message only gateways send is refused the same way.
+    d2.send(Body::Ack(protocol::link::Ack { id: 1 }));
+    while d2.next().is_some() {}
+    let mut d3 = FakeDispatcher::accept(&l);
+    assert!(matches!(d3.next_event(), Body::Register(_)));
+    assert_alive(&mut c);
+    let mut b = BatchBuilder::default();
+    b.push(1000, b"after");
+    d3.send(Body::RoomBatch(RoomBatch {
+        id: 0,
+        room: "live://g".into(),
+        frames: b.inner_frames().to_vec(),
+    }));
+    assert_eq!(c.recv_push().unwrap()[0].body, b"after");
+}

@@ -1,0 +1,114 @@
+//! The `corecast` binary as a user runs it: `gateway --print-config`, `gateway` serving goim
+//! clients and draining on SIGTERM, and `token` minting a token the gateway accepts.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn corecast() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_corecast"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn frame(op: i32, seq: i32, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    protocol::frame::encode(&mut out, 1, op, seq, body);
+    out
+}
+
+#[test]
+fn print_config_shows_the_effective_values() {
+    let out = corecast()
+        .args(["gateway", "--print-config"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let parsed = gateway::Config::from_toml(&text).unwrap();
+    assert_eq!(parsed, gateway::Config::default());
+    let bad = std::env::temp_dir().join(format!("corecast-bad-{}.toml", std::process::id()));
+    std::fs::write(&bad, "[auth]\nmode = \"jwt\"\n").unwrap();
+    let out = corecast()
+        .args(["gateway", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("auth.mode \"jwt\""), "{err}");
+    std::fs::remove_file(bad).ok();
+}
+
+#[test]
+fn gateway_serves_signed_clients_and_drains_on_sigterm() {
+    let (tcp, ws) = (free_port(), free_port());
+    let cfg = std::env::temp_dir().join(format!("corecast-cli-{}.toml", std::process::id()));
+    std::fs::write(
+        &cfg,
+        format!(
+            "tcp_bind = \"127.0.0.1:{tcp}\"\nws_bind = \"127.0.0.1:{ws}\"\n[auth]\nmode = \"hmac\"\nsecrets = [\"cli-secret\"]\n[drain]\ninterval_ms = 100\n"
+        ),
+    )
+    .unwrap();
+    let token = corecast()
+        .args([
+            "token",
+            "--secret",
+            "cli-secret",
+            "--mid",
+            "9",
+            "--room",
+            "live://cli",
+            "--accepts",
+            "1000,1001",
+        ])
+        .output()
+        .unwrap();
+    assert!(token.status.success());
+    let token = String::from_utf8(token.stdout).unwrap();
+    let parsed: protocol::token::Token = serde_json::from_str(token.trim()).unwrap();
+    assert_eq!(
+        (parsed.mid, parsed.accepts.as_slice()),
+        (9, &[1000, 1001][..])
+    );
+
+    let mut child = corecast()
+        .args(["gateway", "--config"])
+        .arg(&cfg)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut s = loop {
+        match TcpStream::connect(("127.0.0.1", tcp)) {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("gateway did not start: {e}"),
+        }
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&frame(protocol::op::AUTH, 1, token.trim().as_bytes()))
+        .unwrap();
+    let mut reply = [0u8; 16];
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply[8..12], &protocol::op::AUTH_REPLY.to_be_bytes());
+
+    // SIGTERM: the connection is closed with a reason and the process exits cleanly.
+    // SAFETY: signalling a child we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    let text = String::from_utf8_lossy(&rest);
+    assert!(text.contains("server draining"), "{text}");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    std::fs::remove_file(cfg).ok();
+}
