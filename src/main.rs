@@ -30,6 +30,8 @@ enum Command {
         #[arg(long)]
         print_config: bool,
     },
+    /// Hold goim connections to a gateway and count what arrives (the bundled load tester).
+    Loadtest(loadtest::cli::Args),
     /// Mint a signed auth token (hmac mode) and print the op-7 JSON body.
     Token {
         /// Secret to sign with (the first of the gateway's [auth] secrets).
@@ -83,6 +85,16 @@ fn main() -> anyhow::Result<()> {
             tracing::info!(signal = sig, "draining");
             gw.drain();
             gw.wait();
+            Ok(())
+        }
+        Command::Loadtest(args) => {
+            let report = loadtest::cli::run(&args)?;
+            if report.error_count() > 0 {
+                tracing::warn!(
+                    errors = report.error_count(),
+                    "the run saw errors (see the report)"
+                );
+            }
             Ok(())
         }
         Command::Token {

@@ -58,6 +58,7 @@ pub struct Gateway {
     ws_addr: SocketAddr,
     ingress: Ingress,
     uplink: Option<Receiver<Body>>,
+    hub: Option<Arc<link::Hub>>,
 }
 
 fn listener(addr: SocketAddr, config: &Config) -> Result<Socket> {
@@ -185,8 +186,11 @@ impl Gateway {
             ring_full: Arc::new(AtomicU64::new(0)),
         };
         let mut uplink = Some(uplink_rx);
+        let mut hub = None;
         if !shared.config.dispatchers.is_empty() {
-            let hub = link::Hub::start(uplink.take().expect("just set"));
+            let h = link::Hub::start(uplink.take().expect("just set"));
+            hub = Some(h.clone());
+            let hub = h;
             let id = if shared.config.id.is_empty() {
                 hostname()
             } else {
@@ -217,6 +221,7 @@ impl Gateway {
             ws_addr,
             ingress,
             uplink,
+            hub,
         })
     }
 
@@ -253,6 +258,16 @@ impl Gateway {
         self.stats()
             .into_iter()
             .fold(Counters::default(), |a, b| a + b)
+    }
+
+    /// Session events and upstream messages that reached no dispatcher (no link up, or its
+    /// queue full), counted here and in each shard's `upstream_dropped`.
+    pub fn uplink_dropped(&self) -> u64 {
+        let hub = self
+            .hub
+            .as_ref()
+            .map_or(0, |h| h.dropped.load(Ordering::Relaxed));
+        hub + self.total().upstream_dropped
     }
 
     /// Rooms with members on this gateway and their counts.

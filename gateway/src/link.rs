@@ -18,15 +18,18 @@ use crate::ingress::Ingress;
 const RENEW_EVERY: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Fans the shards' uplink out to every connected dispatcher link.
+/// Fans the shards' uplink out to every connected dispatcher link. What no link takes (none
+/// connected, or a link's queue full) is counted in `dropped`.
 pub(crate) struct Hub {
     links: std::sync::Mutex<Vec<Sender<Body>>>,
+    pub(crate) dropped: std::sync::atomic::AtomicU64,
 }
 
 impl Hub {
     pub(crate) fn start(uplink: Receiver<Body>) -> Arc<Hub> {
         let hub = Arc::new(Hub {
             links: std::sync::Mutex::new(Vec::new()),
+            dropped: std::sync::atomic::AtomicU64::new(0),
         });
         let h = hub.clone();
         std::thread::Builder::new()
@@ -86,11 +89,13 @@ fn run_link(addr: &str, ingress: &Ingress, hub: &Hub, register: &Register) -> st
     let mut stream = TcpStream::connect(addr)?;
     stream.set_nodelay(true)?;
     let mut writer = stream.try_clone()?;
+    // Subscribe before registering: whatever the shards send up once the dispatcher knows this
+    // gateway must reach it.
+    let up = hub.subscribe();
     let mut reg = register.clone();
     reg.conn_count = conn_count(ingress);
     send(&mut writer, Body::Register(reg))?;
     tracing::info!("linked to dispatcher {addr}");
-    let up = hub.subscribe();
     let (ack_tx, ack_rx) = bounded::<u64>(65_536);
     let stop_writer = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop = stop_writer.clone();

@@ -21,7 +21,18 @@ struct FakeDispatcher {
 
 impl FakeDispatcher {
     fn accept(l: &TcpListener) -> FakeDispatcher {
-        let (stream, _) = l.accept().unwrap();
+        l.set_nonblocking(true).unwrap();
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        let stream = loop {
+            match l.accept() {
+                Ok((s, _)) => break s,
+                Err(_) if std::time::Instant::now() < end => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Err(e) => panic!("the gateway did not dial the dispatcher: {e}"),
+            }
+        };
+        stream.set_nonblocking(false).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
@@ -44,9 +55,15 @@ impl FakeDispatcher {
         }
     }
 
-    /// The next message that is not a periodic Renew.
+    /// The next message that is not a periodic Renew (within 10 s: Renews alone would keep the
+    /// read timeout from ever firing).
     fn next_event(&mut self) -> Body {
+        let end = std::time::Instant::now() + Duration::from_secs(10);
         loop {
+            assert!(
+                std::time::Instant::now() < end,
+                "no event from the gateway within 10 s"
+            );
             match self.next().expect("link open") {
                 Body::Renew(_) => continue,
                 b => return b,

@@ -1,0 +1,269 @@
+//! The command line of `corecast loadtest` (a clap [`Args`] the binary embeds) and running it:
+//! options from flags, Ctrl-C ends the hold early, the JSON report on stdout or in a file and
+//! a summary on stderr.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::options::{HoldOptions, Rooms, Target, Transport};
+use crate::report::HoldReport;
+use crate::{Error, Result, hold, interrupt};
+
+/// Hold connections to a gateway and count what arrives (goim's benchmark client, at scale).
+#[derive(clap::Args, Clone, Debug, PartialEq)]
+pub struct Args {
+    /// TCP connections to open.
+    #[arg(long, default_value_t = 0)]
+    pub tcp: u32,
+    /// WebSocket connections to open.
+    #[arg(long, default_value_t = 0)]
+    pub ws: u32,
+    /// The gateway's TCP address.
+    #[arg(long, default_value = "127.0.0.1:3101")]
+    pub tcp_addr: SocketAddr,
+    /// The gateway's WebSocket address (path /sub).
+    #[arg(long, default_value = "127.0.0.1:3102")]
+    pub ws_addr: SocketAddr,
+    /// The room every connection joins (ignored with --rooms).
+    #[arg(long, default_value = "live://1000")]
+    pub room: String,
+    /// Spread connections round-robin over this many rooms, <room-type>://1..N.
+    #[arg(long, default_value_t = 0)]
+    pub rooms: u32,
+    /// Room type for --rooms.
+    #[arg(long, default_value = "live")]
+    pub room_type: String,
+    /// Connection i authenticates with key <key-prefix>-<i> and mid i.
+    #[arg(long, default_value = "loadtest")]
+    pub key_prefix: String,
+    /// The token's accepts (ops received through key pushes and broadcasts).
+    #[arg(long, value_delimiter = ',', default_value = "1000,1001,1002")]
+    pub accepts: Vec<i32>,
+    /// How long to hold once every connection has settled (e.g. 60, 90s, 5m, 1h).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Seconds between two heartbeats of one connection.
+    #[arg(long, default_value_t = 30)]
+    pub heartbeat_secs: u64,
+    /// New connections per second (0: as fast as --inflight allows).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u32,
+    /// Worker threads, one pinned per core (0: every core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Source addresses to bind (repeat or comma-separate); default 127.0.1.1 upwards for a
+    /// loopback gateway.
+    #[arg(long = "source", value_delimiter = ',')]
+    pub sources: Vec<Ipv4Addr>,
+    /// Connections per (source address, destination) pair at most.
+    #[arg(long, default_value_t = 2_000)]
+    pub per_source: u32,
+    /// Time for a TCP connect.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Time from connected to the auth reply.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub auth_timeout: Duration,
+    /// Connections per thread between connect and auth reply at most.
+    #[arg(long, default_value_t = 4_096)]
+    pub inflight: u32,
+    /// Direct descriptors per io_uring (at most 16000).
+    #[arg(long, default_value_t = 16_000)]
+    pub slots_per_ring: u32,
+    /// Provided receive buffers per io_uring (a power of two).
+    #[arg(long, default_value_t = 2_048)]
+    pub recv_buffers: u16,
+    /// Size of one receive buffer.
+    #[arg(long, default_value_t = 2_048)]
+    pub recv_buffer_size: u32,
+    /// No progress lines on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Write the JSON report to this file instead of stdout.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+}
+
+/// Parses `90`, `90s`, `1.5s`, `250ms`, `5m`, `1h`.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 60, 90s, 250ms, 5m, 1h)"))?;
+    let secs = match unit {
+        "" | "s" => v,
+        "ms" => v / 1000.0,
+        "m" => v * 60.0,
+        "h" => v * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {s:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+}
+
+impl Args {
+    /// The run these flags describe.
+    pub fn options(&self) -> Result<HoldOptions> {
+        let mut targets = Vec::new();
+        if self.tcp > 0 {
+            targets.push(Target {
+                transport: Transport::Tcp,
+                addr: self.tcp_addr,
+                connections: self.tcp,
+            });
+        }
+        if self.ws > 0 {
+            targets.push(Target {
+                transport: Transport::Ws,
+                addr: self.ws_addr,
+                connections: self.ws,
+            });
+        }
+        if targets.is_empty() {
+            return Err(Error::Options(
+                "no connections: give --tcp N and/or --ws N".into(),
+            ));
+        }
+        let rooms = if self.rooms > 0 {
+            Rooms::RoundRobin {
+                kind: self.room_type.clone(),
+                count: self.rooms,
+            }
+        } else {
+            Rooms::One(self.room.clone())
+        };
+        let o = HoldOptions {
+            targets,
+            rooms,
+            key_prefix: self.key_prefix.clone(),
+            accepts: self.accepts.clone(),
+            duration: self.duration,
+            heartbeat_secs: self.heartbeat_secs,
+            rate: self.rate,
+            threads: self.threads,
+            sources: self.sources.clone(),
+            per_source: self.per_source,
+            connect_timeout: self.connect_timeout,
+            auth_timeout: self.auth_timeout,
+            inflight: self.inflight,
+            slots_per_ring: self.slots_per_ring,
+            recv_buffers: self.recv_buffers,
+            recv_buffer_size: self.recv_buffer_size,
+            quiet: self.quiet,
+            ..HoldOptions::default()
+        };
+        o.validate()?;
+        Ok(o)
+    }
+}
+
+/// Runs the hold the flags describe: JSON report on stdout (or `--report`), summary on stderr.
+pub fn run(args: &Args) -> Result<HoldReport> {
+    let opts = args.options()?;
+    let forward = interrupt::Forward::install(opts.stop.clone());
+    let result = hold::run(opts);
+    forward.finish();
+    let report = result?;
+    let json = serde_json::to_string_pretty(&report).expect("a report always serializes");
+    match &args.report {
+        Some(path) => std::fs::write(path, json + "\n").map_err(|source| Error::Report {
+            path: path.display().to_string(),
+            source,
+        })?,
+        None => println!("{json}"),
+    }
+    if !args.quiet {
+        eprint!("{}", report.summary());
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn defaults_match_the_library_defaults() {
+        let a = Cli::parse_from(["loadtest", "--tcp", "10"]).args;
+        let o = a.options().unwrap();
+        let d = HoldOptions::default();
+        assert_eq!(o.rooms, d.rooms);
+        assert_eq!(o.key_prefix, d.key_prefix);
+        assert_eq!(o.accepts, d.accepts);
+        assert_eq!(o.duration, d.duration);
+        assert_eq!(o.heartbeat_secs, d.heartbeat_secs);
+        assert_eq!(o.per_source, d.per_source);
+        assert_eq!(
+            (o.connect_timeout, o.auth_timeout),
+            (d.connect_timeout, d.auth_timeout)
+        );
+        assert_eq!(o.inflight, d.inflight);
+        assert_eq!(o.slots_per_ring, d.slots_per_ring);
+        assert_eq!(
+            (o.recv_buffers, o.recv_buffer_size),
+            (d.recv_buffers, d.recv_buffer_size)
+        );
+        assert_eq!(o.targets.len(), 1);
+    }
+
+    #[test]
+    fn flags_build_targets_and_rooms() {
+        let a = Cli::parse_from([
+            "loadtest",
+            "--tcp",
+            "10",
+            "--ws",
+            "5",
+            "--ws-addr",
+            "127.0.0.1:9",
+            "--rooms",
+            "4",
+            "--room-type",
+            "test",
+            "--source",
+            "127.0.0.2,127.0.0.3",
+            "--duration",
+            "250ms",
+        ])
+        .args;
+        let o = a.options().unwrap();
+        assert_eq!(o.targets[1].transport, Transport::Ws);
+        assert_eq!(o.targets[1].addr, "127.0.0.1:9".parse().unwrap());
+        assert_eq!(
+            o.rooms,
+            Rooms::RoundRobin {
+                kind: "test".into(),
+                count: 4
+            }
+        );
+        assert_eq!(o.sources.len(), 2);
+        assert_eq!(o.duration, Duration::from_millis(250));
+        let none = Cli::parse_from(["loadtest"]).args;
+        assert!(none.options().unwrap_err().to_string().contains("--tcp"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("x").is_err());
+    }
+}

@@ -1,0 +1,213 @@
+//! The hold scenario: open every connection, authenticate it, hold it with heartbeats for a
+//! while and count what arrives. The hold ends `duration` after every connection settled
+//! (authenticated or failed), when the stop flag is set, or when no connection is left open. This thread spawns the workers, watches the shared counters
+//! (one progress line per second, the per-second message series, the stop flag, the end of the
+//! hold), then halts the workers and merges what they counted into the report.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::live::Snapshot;
+use crate::options::HoldOptions;
+use crate::plan::Plan;
+use crate::report::{HoldReport, Latency};
+use crate::tally::Tally;
+use crate::worker::{self, Outcome, Setup};
+use crate::{Error, Result, cpu};
+
+/// How often the watcher looks at the counters and the stop flag.
+const WATCH: Duration = Duration::from_millis(20);
+
+/// Runs a hold and returns its report. Connection-level problems are in the report; an
+/// `Err` means the run could not start or a worker failed.
+pub fn run(opts: HoldOptions) -> Result<HoldReport> {
+    opts.validate()?;
+    let plan = Arc::new(Plan::new(&opts)?);
+    let total = plan.total();
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let threads = match opts.threads {
+        0 => cores.len().max(1),
+        n => n,
+    }
+    .min(total as usize)
+    .max(1);
+    let halt = Arc::new(AtomicBool::new(false));
+    let live = opts.live.clone();
+    let before = live.snapshot();
+    let cpu0 = cpu::process_secs();
+    let start = Instant::now();
+    let mut handles = Vec::with_capacity(threads);
+    for t in 0..threads {
+        let setup = Setup {
+            index: t,
+            threads,
+            core: (!cores.is_empty()).then(|| cores[t % cores.len()]),
+            plan: plan.clone(),
+            heartbeat_ms: opts.heartbeat_secs.saturating_mul(1000),
+            connect_timeout: opts.connect_timeout,
+            auth_timeout: opts.auth_timeout,
+            inflight: opts.inflight,
+            rate: opts.rate as f64 / threads as f64,
+            slots_per_ring: opts.slots_per_ring,
+            recv_buffers: opts.recv_buffers,
+            recv_buffer_size: opts.recv_buffer_size,
+            live: live.clone(),
+            halt: halt.clone(),
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("loadtest-{t}"))
+            .spawn(move || worker::run(setup));
+        match spawned {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                halt.store(true, Ordering::Relaxed);
+                for h in handles {
+                    let _ = h.join();
+                }
+                return Err(Error::io("spawning a worker thread", e));
+            }
+        }
+    }
+
+    let mut series = Vec::new();
+    let mut last = before;
+    let mut next_tick = start + Duration::from_secs(1);
+    let mut held_from: Option<Instant> = None;
+    loop {
+        std::thread::sleep(WATCH);
+        let now = Instant::now();
+        let snap = live.snapshot();
+        if held_from.is_none() && snap.settled - before.settled >= total {
+            held_from = Some(now);
+        }
+        if now >= next_tick {
+            series.push(snap.messages - last.messages);
+            if !opts.quiet {
+                progress(start, total, &before, &last, &snap);
+            }
+            last = snap;
+            next_tick += Duration::from_secs(1);
+        }
+        // Nothing left to hold: every connection settled and none is open.
+        let all_gone = held_from.is_some() && snap.open.wrapping_sub(before.open) == 0;
+        if opts.stop.load(Ordering::Relaxed)
+            || held_from.is_some_and(|h| now >= h + opts.duration)
+            || all_gone
+            || handles.iter().any(|h| h.is_finished())
+        {
+            break;
+        }
+    }
+    halt.store(true, Ordering::Relaxed);
+    let ended = Instant::now();
+    let mut outcomes = Vec::with_capacity(threads);
+    let mut failure = None;
+    for (t, h) in handles.into_iter().enumerate() {
+        match h.join() {
+            Ok(Ok(o)) => outcomes.push(o),
+            Ok(Err(message)) => failure = failure.or(Some(Error::Worker { thread: t, message })),
+            Err(_) => {
+                failure = failure.or(Some(Error::Worker {
+                    thread: t,
+                    message: "panicked".into(),
+                }))
+            }
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let end_snap = live.snapshot();
+    series.push(end_snap.messages - last.messages);
+    Ok(report(Run {
+        total,
+        threads,
+        start,
+        ended,
+        held_from,
+        outcomes,
+        series,
+        cpu_secs: cpu::process_secs() - cpu0,
+    }))
+}
+
+fn progress(start: Instant, total: u64, base: &Snapshot, last: &Snapshot, now: &Snapshot) {
+    eprintln!(
+        "loadtest {:>5}s  conns {}/{} auth {} open {}  msgs/s {}  msgs {}  errors {}  closed {}",
+        start.elapsed().as_secs(),
+        now.attempted - base.attempted,
+        total,
+        now.authenticated - base.authenticated,
+        now.open.wrapping_sub(base.open),
+        now.messages - last.messages,
+        now.messages - base.messages,
+        now.errors - base.errors,
+        now.closed_by_server - base.closed_by_server,
+    );
+}
+
+struct Run {
+    total: u64,
+    threads: usize,
+    start: Instant,
+    ended: Instant,
+    held_from: Option<Instant>,
+    outcomes: Vec<Outcome>,
+    series: Vec<u64>,
+    cpu_secs: f64,
+}
+
+fn report(run: Run) -> HoldReport {
+    let mut t = Tally::default();
+    let mut worker_cpu_secs = 0.0;
+    let mut rings = 0;
+    for o in run.outcomes {
+        worker_cpu_secs += o.cpu_secs;
+        rings += o.rings;
+        t.merge(o.tally);
+    }
+    let secs = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64();
+    let (connect_secs, auth_rate) = match (t.first_auth, t.last_auth) {
+        (Some(a), Some(b)) => {
+            let to_last = secs(run.start, b);
+            let rate = if to_last > 0.0 {
+                t.live.authenticated as f64 / to_last
+            } else {
+                0.0
+            };
+            (secs(a, b), rate)
+        }
+        _ => (0.0, 0.0),
+    };
+    let l = t.live;
+    HoldReport {
+        connections: run.total,
+        attempted: l.attempted,
+        established: l.established,
+        authenticated: l.authenticated,
+        open_at_end: l.open,
+        closed_by_server: l.closed_by_server,
+        close_reasons: t.close_reasons,
+        connect_errors: t.connect_errors,
+        errors: t.errors,
+        malformed: t.malformed,
+        connect_secs,
+        auth_rate,
+        hold_secs: run.held_from.map_or(0.0, |h| secs(h, run.ended)),
+        elapsed_secs: secs(run.start, run.ended),
+        messages: l.messages,
+        frames: l.frames,
+        bytes: l.bytes,
+        messages_per_sec: run.series,
+        heartbeats_sent: t.heartbeats_sent,
+        heartbeat_replies: t.heartbeat_replies,
+        recv_no_buffer: t.recv_no_buffer,
+        order: t.order,
+        latency_us: Latency::of(&t.latency),
+        cpu_secs: run.cpu_secs,
+        worker_cpu_secs,
+        threads: run.threads,
+        rings,
+    }
+}

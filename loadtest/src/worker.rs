@@ -1,0 +1,732 @@
+//! One worker thread: pinned to a core, with its own rings, opening its share of the
+//! connections and running them until told to halt.
+//!
+//! A thread polls several rings (one per [`MAX_SLOTS_PER_RING`](crate::options::MAX_SLOTS_PER_RING)
+//! connections) this way: one eventfd is registered on every ring of the thread; a loop turn
+//! opens new connections (within the rate and in-flight budget), sends due heartbeats, then
+//! reaps every ring without blocking; when a turn found nothing to do the thread sleeps in
+//! `poll(2)` on the eventfd, at most until its next timer (and never more than 50 ms).
+//!
+//! Connection `k` of the thread sits in ring `k / slots` at slot `k % slots`; slots are not
+//! reused within a run, so a completion for a slot whose connection has ended is simply
+//! ignored (its buffer recycled).
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use io_uring::types::Timespec;
+use socket2::SockAddr;
+
+use crate::conn::{Conn, Extra, Sending, State};
+use crate::dial;
+use crate::live::{Live, Snapshot};
+use crate::options::Transport;
+use crate::plan::Plan;
+use crate::read::{self, Counter, End};
+use crate::ring::{Completion, Op, Ring, RingSize};
+use crate::tally::Tally;
+use crate::wire::{self, Rng};
+
+/// Heartbeats and deadlines are checked this often.
+const SCAN_MS: u64 = 250;
+/// Longest sleep of an idle thread.
+const MAX_SLEEP_MS: u64 = 50;
+/// Sockets opened per loop turn at most (keeps the loop responsive during a ramp).
+const OPEN_BATCH: u64 = 512;
+/// Masked WebSocket heartbeat frames per thread (each with its own mask), used in turn.
+const WS_HEARTBEATS: usize = 64;
+/// Submission queue entries per ring (completion queue: 8x).
+const RING_ENTRIES: u32 = 4096;
+/// How long the teardown waits for cancelled requests to finish.
+const TEARDOWN: Duration = Duration::from_secs(3);
+
+/// What a worker needs to know.
+pub struct Setup {
+    pub index: usize,
+    pub threads: usize,
+    pub core: Option<core_affinity::CoreId>,
+    pub plan: Arc<Plan>,
+    pub heartbeat_ms: u64,
+    pub connect_timeout: Duration,
+    pub auth_timeout: Duration,
+    pub inflight: u32,
+    /// New connections per second for this thread; 0: unlimited.
+    pub rate: f64,
+    pub slots_per_ring: u32,
+    pub recv_buffers: u16,
+    pub recv_buffer_size: u32,
+    pub live: Arc<Live>,
+    pub halt: Arc<AtomicBool>,
+}
+
+/// What a worker hands back.
+pub struct Outcome {
+    pub tally: Tally,
+    /// CPU seconds this thread used.
+    pub cpu_secs: f64,
+    pub rings: usize,
+}
+
+/// Why the worker ends a connection.
+enum Why {
+    Read(End),
+    Eof,
+    Reset,
+    RecvError(i32),
+    AuthTimeout,
+}
+
+struct RingCtx {
+    ring: Ring,
+    conns: Vec<Option<Conn>>,
+}
+
+struct Worker {
+    s: Setup,
+    rings: Vec<RingCtx>,
+    eventfd: OwnedFd,
+    /// Connections this thread opens, and the next one to open.
+    total: u64,
+    next: u64,
+    /// Connections between the start of connect and auth (or failure).
+    pending: u32,
+    tally: Tally,
+    published: Snapshot,
+    epoch: Instant,
+    /// Destination addresses, one per target (stable: `connect` points at them).
+    dests: Vec<SockAddr>,
+    /// `Host` header value per target.
+    hosts: Vec<String>,
+    transports: Vec<Transport>,
+    connect_timeout: Timespec,
+    hb_tcp: Box<[u8; wire::HEARTBEAT_LEN]>,
+    hb_ws: Box<[[u8; wire::WS_HEARTBEAT_LEN]; WS_HEARTBEATS]>,
+    hb_next: usize,
+    rng: Rng,
+    comps: Vec<Completion>,
+    next_scan_ms: u64,
+    /// Send buffers of connections that ended while their send was in flight, kept until the
+    /// send completes.
+    orphans: HashMap<(usize, u32), Box<Extra>>,
+}
+
+/// Runs one worker to the end. An `Err` is a failure of the engine itself (a ring or an
+/// eventfd could not be created); connection problems are counted, not returned.
+pub fn run(s: Setup) -> Result<Outcome, String> {
+    if let Some(core) = s.core
+        && !core_affinity::set_for_current(core)
+    {
+        tracing::warn!(worker = s.index, core = core.id, "could not pin the worker");
+    }
+    let cpu0 = crate::cpu::thread_secs();
+    let mut w = Worker::new(s)?;
+    let result = w.run();
+    let rings = w.rings.len();
+    w.teardown();
+    result?;
+    Ok(Outcome {
+        tally: std::mem::take(&mut w.tally),
+        cpu_secs: crate::cpu::thread_secs() - cpu0,
+        rings,
+    })
+}
+
+fn timespec(d: Duration) -> Timespec {
+    Timespec::new().sec(d.as_secs()).nsec(d.subsec_nanos())
+}
+
+impl Worker {
+    fn new(s: Setup) -> Result<Worker, String> {
+        // SAFETY: eventfd returns a new descriptor or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(format!("eventfd: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: fd is a fresh descriptor owned by nobody else.
+        let eventfd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut rng = Rng::seeded(s.index);
+        let mut hb_ws = Box::new([[0u8; wire::WS_HEARTBEAT_LEN]; WS_HEARTBEATS]);
+        for f in hb_ws.iter_mut() {
+            *f = wire::ws_heartbeat(rng.mask());
+        }
+        let targets = &s.plan.targets;
+        Ok(Worker {
+            total: s.plan.count_for(s.index, s.threads),
+            next: 0,
+            pending: 0,
+            rings: Vec::new(),
+            eventfd,
+            tally: Tally::default(),
+            published: Snapshot::default(),
+            epoch: Instant::now(),
+            dests: targets.iter().map(|t| SockAddr::from(t.addr)).collect(),
+            hosts: targets.iter().map(|t| t.addr.to_string()).collect(),
+            transports: targets.iter().map(|t| t.transport).collect(),
+            connect_timeout: timespec(s.connect_timeout),
+            hb_tcp: Box::new(wire::heartbeat()),
+            hb_ws,
+            hb_next: 0,
+            rng,
+            comps: Vec::with_capacity(4096),
+            next_scan_ms: SCAN_MS,
+            orphans: HashMap::new(),
+            s,
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn run(&mut self) -> Result<(), String> {
+        while !self.s.halt.load(Ordering::Relaxed) {
+            let now = self.now_ms();
+            self.open_more(now)?;
+            if now >= self.next_scan_ms {
+                self.scan(now);
+                self.next_scan_ms = now + SCAN_MS;
+            }
+            self.drain_eventfd();
+            let mut handled = 0;
+            for r in 0..self.rings.len() {
+                let mut comps = std::mem::take(&mut self.comps);
+                self.rings[r]
+                    .ring
+                    .reap(&mut comps)
+                    .map_err(|e| format!("io_uring_enter: {e}"))?;
+                handled += comps.len();
+                for c in comps.drain(..) {
+                    self.on_completion(r, c);
+                }
+                self.comps = comps;
+            }
+            // What the handlers queued goes to the kernel before any sleep.
+            for ctx in &mut self.rings {
+                ctx.ring
+                    .submit()
+                    .map_err(|e| format!("io_uring_enter: {e}"))?;
+            }
+            self.publish();
+            if handled == 0 {
+                let wait = self.sleep_ms(self.now_ms());
+                if wait > 0 {
+                    self.sleep(wait);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn publish(&mut self) {
+        if self.published != self.tally.live {
+            self.s.live.add(&self.published, &self.tally.live);
+            self.published = self.tally.live;
+        }
+    }
+
+    /// How long an idle turn may sleep: until the next scan or the next connect the rate
+    /// allows, at most [`MAX_SLEEP_MS`].
+    fn sleep_ms(&self, now: u64) -> u64 {
+        let mut wait = MAX_SLEEP_MS.min(self.next_scan_ms.saturating_sub(now));
+        if self.next < self.total && self.pending < self.s.inflight {
+            if self.s.rate > 0.0 {
+                let at = (self.next as f64 / self.s.rate * 1000.0) as u64;
+                wait = wait.min(at.saturating_sub(now));
+            } else {
+                wait = 0;
+            }
+        }
+        wait
+    }
+
+    fn sleep(&self, ms: u64) {
+        let mut pfd = libc::pollfd {
+            fd: self.eventfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut pfd, 1, ms as libc::c_int) };
+    }
+
+    fn drain_eventfd(&self) {
+        let mut v = 0u64;
+        // SAFETY: reads 8 bytes into a u64 from a non-blocking eventfd.
+        unsafe {
+            libc::read(
+                self.eventfd.as_raw_fd(),
+                &mut v as *mut u64 as *mut libc::c_void,
+                8,
+            )
+        };
+    }
+
+    fn handle(&self, k: u64) -> (usize, u32) {
+        let slots = self.s.slots_per_ring as u64;
+        ((k / slots) as usize, (k % slots) as u32)
+    }
+
+    fn id_of(&self, k: u64) -> u64 {
+        self.s.index as u64 + k * self.s.threads as u64
+    }
+
+    fn conn(&mut self, r: usize, slot: u32) -> Option<&mut Conn> {
+        self.rings
+            .get_mut(r)?
+            .conns
+            .get_mut(slot as usize)?
+            .as_mut()
+    }
+
+    /// Opens the connections the rate and the in-flight cap allow now.
+    fn open_more(&mut self, now: u64) -> Result<(), String> {
+        if self.next >= self.total || self.pending >= self.s.inflight {
+            return Ok(());
+        }
+        let mut allowed = self.total;
+        if self.s.rate > 0.0 {
+            allowed = allowed.min((now as f64 / 1000.0 * self.s.rate) as u64 + 1);
+        }
+        let mut budget = allowed
+            .saturating_sub(self.next)
+            .min((self.s.inflight - self.pending) as u64)
+            .min(OPEN_BATCH);
+        while budget > 0 {
+            let (r, slot) = self.handle(self.next);
+            if r == self.rings.len() {
+                self.add_ring()?;
+            }
+            let room = self.s.slots_per_ring as u64 - slot as u64;
+            let n = budget.min(room).min(self.total - self.next);
+            self.open_batch(r, slot, n, now);
+            self.next += n;
+            budget -= n;
+        }
+        Ok(())
+    }
+
+    fn add_ring(&mut self) -> Result<(), String> {
+        let first = self.rings.len() as u64 * self.s.slots_per_ring as u64;
+        let slots = (self.total - first).min(self.s.slots_per_ring as u64) as u32;
+        let size = RingSize {
+            entries: RING_ENTRIES,
+            slots,
+            recv_buffers: self.s.recv_buffers,
+            recv_buffer_size: self.s.recv_buffer_size,
+        };
+        let ring = Ring::new(size, self.eventfd.as_raw_fd()).map_err(|e| {
+            format!(
+                "creating ring {} ({slots} slots, {} receive buffers of {} bytes): {e}",
+                self.rings.len(),
+                size.recv_buffers,
+                size.recv_buffer_size
+            )
+        })?;
+        let mut conns = Vec::with_capacity(slots as usize);
+        conns.resize_with(slots as usize, || None);
+        self.rings.push(RingCtx { ring, conns });
+        Ok(())
+    }
+
+    /// Creates `n` sockets for consecutive slots from `first` of ring `r`, installs them with
+    /// one registration, closes their descriptors and submits their connects.
+    fn open_batch(&mut self, r: usize, first: u32, n: u64, now: u64) {
+        let mut sockets = Vec::with_capacity(n as usize);
+        let mut fds = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let id = self.id_of(self.next + i);
+            let spec = self.s.plan.spec(id);
+            self.tally.live.attempted += 1;
+            match dial::socket(&self.s.plan.addr(spec.target), spec.source) {
+                Ok(sock) => {
+                    fds.push(sock.as_raw_fd());
+                    sockets.push(Some((sock, spec.target)));
+                }
+                Err(e) => {
+                    let kind = dial::errno_name(e.raw_os_error().unwrap_or(0));
+                    self.tally.connect_error(&format!("socket: {kind}"));
+                    self.tally.live.settled += 1;
+                    fds.push(-1);
+                    sockets.push(None);
+                }
+            }
+        }
+        if let Err(e) = self.rings[r].ring.install(first, &fds) {
+            let kind = dial::errno_name(e.raw_os_error().unwrap_or(0));
+            for s in sockets.iter_mut().filter(|s| s.is_some()) {
+                *s = None;
+                self.tally.connect_error(&format!("install: {kind}"));
+                self.tally.live.settled += 1;
+            }
+        }
+        let deadline = (now + (self.s.connect_timeout + self.s.auth_timeout).as_millis() as u64)
+            .min(u32::MAX as u64) as u32;
+        for (i, s) in sockets.into_iter().enumerate() {
+            // The table holds its own reference: the descriptor is closed here.
+            let Some((_sock, target)) = s else { continue };
+            let slot = first + i as u32;
+            let id = self.id_of(self.next + i as u64) as u32;
+            let ws = self.transports[target] == Transport::Ws;
+            self.rings[r].conns[slot as usize] = Some(Conn::new(id, ws, deadline));
+            self.pending += 1;
+            let dest = &self.dests[target];
+            // SAFETY: `dests` and `connect_timeout` live as long as the worker and are never
+            // moved or changed.
+            unsafe {
+                self.rings[r].ring.connect(
+                    slot,
+                    dest.as_ptr() as *const libc::sockaddr,
+                    dest.len(),
+                    &self.connect_timeout,
+                )
+            };
+        }
+    }
+
+    fn on_completion(&mut self, r: usize, c: Completion) {
+        match c.op {
+            Op::Connect => self.on_connect(r, c.slot, c.res),
+            Op::Recv => self.on_recv(r, c),
+            Op::Send => self.on_send(r, c.slot, c.res),
+            Op::ConnectTimeout | Op::Shutdown | Op::Close | Op::Cancel => {}
+        }
+    }
+
+    fn on_connect(&mut self, r: usize, slot: u32, res: i32) {
+        let now = self.now_ms();
+        let auth_deadline = (now + self.s.auth_timeout.as_millis() as u64) as u32;
+        let Some(conn) = self.conn(r, slot) else {
+            return;
+        };
+        if res < 0 {
+            self.rings[r].conns[slot as usize] = None;
+            self.tally.connect_error(&dial::connect_error_kind(-res));
+            self.tally.live.settled += 1;
+            self.pending -= 1;
+            self.rings[r].ring.close(slot);
+            return;
+        }
+        conn.due_ms = auth_deadline;
+        conn.recv_armed = true;
+        let (id, ws) = (conn.id, conn.ws);
+        self.tally.live.established += 1;
+        self.tally.live.open += 1;
+        self.rings[r].ring.recv(slot);
+        let out = if ws {
+            let key = wire::ws_key(&mut self.rng);
+            let target = self.s.plan.spec(id as u64).target;
+            let req = wire::ws_upgrade(&self.hosts[target], &key);
+            let conn = self.conn(r, slot).expect("checked above");
+            conn.state = State::Upgrading;
+            conn.extra().ws_key = key;
+            req
+        } else {
+            let auth = wire::auth(&self.s.plan.token(id as u64));
+            self.conn(r, slot).expect("checked above").state = State::Authing;
+            auth
+        };
+        self.send_owned(r, slot, out);
+    }
+
+    /// Sends bytes owned by the connection (its `Extra::out`), which must not be sending.
+    fn send_owned(&mut self, r: usize, slot: u32, bytes: Vec<u8>) {
+        let ctx = &mut self.rings[r];
+        let Some(conn) = ctx.conns[slot as usize].as_mut() else {
+            return;
+        };
+        debug_assert_eq!(conn.sending, Sending::Nothing);
+        conn.sending = Sending::Owned;
+        conn.send_off = 0;
+        let extra = conn.extra();
+        extra.out = bytes;
+        let (ptr, len) = (extra.out.as_ptr(), extra.out.len() as u32);
+        // SAFETY: `out` is not touched until the send completes; if the connection ends
+        // first, its Extra moves to `orphans` (the heap buffer does not move) until then.
+        unsafe { ctx.ring.send(slot, ptr, len) };
+    }
+
+    fn send_auth(&mut self, r: usize, slot: u32) {
+        let Some(conn) = self.conn(r, slot) else {
+            return;
+        };
+        let id = conn.id as u64;
+        let frame = wire::auth(&self.s.plan.token(id));
+        let bytes = wire::ws_masked(&frame, self.rng.mask());
+        self.send_owned(r, slot, bytes);
+    }
+
+    fn on_recv(&mut self, r: usize, c: Completion) {
+        let bid = c.buffer();
+        let more = c.more();
+        let ctx = &mut self.rings[r];
+        let Some(conn) = ctx.conns[c.slot as usize].as_mut() else {
+            if let Some(bid) = bid {
+                ctx.ring.recycle(bid);
+            }
+            return;
+        };
+        if !more {
+            conn.recv_armed = false;
+        }
+        if c.res > 0 {
+            let Some(bid) = bid else {
+                self.end(r, c.slot, Why::RecvError(libc::ENOBUFS));
+                return;
+            };
+            self.tally.live.bytes += c.res as u64;
+            if !conn.ws {
+                self.tally.live.frames += 1;
+            }
+            // SAFETY: the slice is used only until the recycle below.
+            let data = unsafe { ctx.ring.buffer(bid, c.res as usize) };
+            let v = read::on_bytes(conn, data, &mut Counter::new(&mut self.tally));
+            ctx.ring.recycle(bid);
+            if v.upgraded {
+                if conn.sending == Sending::Nothing {
+                    self.send_auth(r, c.slot);
+                } else {
+                    conn.auth_queued = true;
+                }
+            }
+            if v.authed {
+                self.authenticated(r, c.slot);
+            }
+            if let Some(end) = v.end {
+                self.end(r, c.slot, Why::Read(end));
+                return;
+            }
+        } else if c.res == 0 {
+            self.end(r, c.slot, Why::Eof);
+            return;
+        } else {
+            match -c.res {
+                libc::ENOBUFS => self.tally.recv_no_buffer += 1,
+                libc::ECONNRESET => return self.end(r, c.slot, Why::Reset),
+                libc::ECANCELED => return,
+                e => return self.end(r, c.slot, Why::RecvError(e)),
+            }
+        }
+        if !more && let Some(conn) = self.conn(r, c.slot) {
+            conn.recv_armed = true;
+            self.rings[r].ring.recv(c.slot);
+        }
+    }
+
+    fn authenticated(&mut self, r: usize, slot: u32) {
+        let now = Instant::now();
+        let due = (self.now_ms() + self.s.heartbeat_ms).min(u32::MAX as u64) as u32;
+        self.tally.authenticated(now);
+        self.tally.live.settled += 1;
+        self.pending -= 1;
+        if let Some(conn) = self.conn(r, slot) {
+            conn.due_ms = due;
+            conn.shrink();
+        }
+    }
+
+    fn on_send(&mut self, r: usize, slot: u32, res: i32) {
+        let ctx = &mut self.rings[r];
+        let Some(conn) = ctx.conns[slot as usize].as_mut() else {
+            self.orphans.remove(&(r, slot));
+            return;
+        };
+        let (ptr, len) = match conn.sending {
+            Sending::Nothing => return,
+            Sending::Owned => {
+                let out = &conn.extra().out;
+                (out.as_ptr(), out.len())
+            }
+            Sending::TcpHeartbeat => (self.hb_tcp.as_ptr(), self.hb_tcp.len()),
+            Sending::WsHeartbeat(i) => {
+                let f = &self.hb_ws[i as usize];
+                (f.as_ptr(), f.len())
+            }
+        };
+        if res < 0 {
+            conn.sending = Sending::Nothing;
+            match -res {
+                // The server closed: the receive side reports it.
+                libc::EPIPE | libc::ECONNRESET | libc::ECANCELED => {}
+                e => self.tally.error(&format!("send: {}", dial::errno_name(e))),
+            }
+            return;
+        }
+        let off = conn.send_off as usize + res as usize;
+        if off < len {
+            conn.send_off = off as u16;
+            // SAFETY: the same buffer as the send that just completed, still untouched.
+            unsafe { ctx.ring.send(slot, ptr.add(off), (len - off) as u32) };
+            return;
+        }
+        let was_owned = conn.sending == Sending::Owned;
+        conn.sending = Sending::Nothing;
+        conn.send_off = 0;
+        if was_owned {
+            conn.extra().out = Vec::new();
+        }
+        if conn.auth_queued {
+            conn.auth_queued = false;
+            self.send_auth(r, slot);
+        } else {
+            conn.shrink();
+        }
+    }
+
+    /// Ends a connection: counts why, and closes its slot.
+    fn end(&mut self, r: usize, slot: u32, why: Why) {
+        let ctx = &mut self.rings[r];
+        let Some(mut conn) = ctx.conns[slot as usize].take() else {
+            return;
+        };
+        match &why {
+            Why::Read(End::Server(reason)) => self.tally.closed_by_server(reason),
+            Why::Read(End::Malformed(what)) => self.tally.malformed(what),
+            Why::Read(End::Handshake(what)) => self.tally.error(&format!("ws_handshake: {what}")),
+            Why::Eof => self.tally.closed_by_server("eof"),
+            Why::Reset => self.tally.closed_by_server("reset"),
+            Why::RecvError(e) => self.tally.error(&format!("recv: {}", dial::errno_name(*e))),
+            Why::AuthTimeout => self.tally.error(if conn.state == State::Upgrading {
+                "ws_upgrade_timeout"
+            } else {
+                "auth_timeout"
+            }),
+        }
+        if conn.state != State::Open {
+            self.tally.live.settled += 1;
+            self.pending -= 1;
+        }
+        if conn.state != State::Connecting {
+            self.tally.live.open -= 1;
+        }
+        if conn.sending == Sending::Owned
+            && let Some(extra) = conn.extra.take()
+        {
+            self.orphans.insert((r, slot), extra);
+        }
+        if conn.recv_armed || conn.sending != Sending::Nothing {
+            ctx.ring.shutdown_and_close(slot);
+        } else {
+            ctx.ring.close(slot);
+        }
+    }
+
+    /// Sends due heartbeats and ends connections past their auth deadline.
+    fn scan(&mut self, now: u64) {
+        let mut late = Vec::new();
+        for (r, ctx) in self.rings.iter_mut().enumerate() {
+            for (slot, c) in ctx.conns.iter_mut().enumerate() {
+                let Some(conn) = c else { continue };
+                if conn.due_ms as u64 > now {
+                    continue;
+                }
+                match conn.state {
+                    // The linked timeout ends a connect.
+                    State::Connecting => {}
+                    State::Upgrading | State::Authing => late.push((r, slot as u32)),
+                    State::Open => {
+                        if conn.sending != Sending::Nothing {
+                            continue; // retried at the next scan
+                        }
+                        let (ptr, len) = if conn.ws {
+                            let i = self.hb_next;
+                            self.hb_next = (i + 1) % WS_HEARTBEATS;
+                            conn.sending = Sending::WsHeartbeat(i as u8);
+                            (self.hb_ws[i].as_ptr(), self.hb_ws[i].len())
+                        } else {
+                            conn.sending = Sending::TcpHeartbeat;
+                            (self.hb_tcp.as_ptr(), self.hb_tcp.len())
+                        };
+                        conn.send_off = 0;
+                        conn.due_ms = (now + self.s.heartbeat_ms).min(u32::MAX as u64) as u32;
+                        self.tally.heartbeats_sent += 1;
+                        // SAFETY: the heartbeat frames live in the worker, which outlives every
+                        // send (the teardown waits for them).
+                        unsafe { ctx.ring.send(slot as u32, ptr, len as u32) };
+                    }
+                }
+            }
+        }
+        for (r, slot) in late {
+            self.end(r, slot, Why::AuthTimeout);
+        }
+    }
+
+    /// Cancels everything in flight and waits for it to end, so no request still points at
+    /// memory about to be freed. If that does not happen in time, the memory is leaked.
+    fn teardown(&mut self) {
+        let mut asked = 0usize;
+        for (r, ctx) in self.rings.iter_mut().enumerate() {
+            for (slot, c) in ctx.conns.iter().enumerate() {
+                let Some(conn) = c else { continue };
+                let slot = slot as u32;
+                if conn.state == State::Connecting {
+                    ctx.ring.cancel(Op::Connect, slot);
+                    asked += 1;
+                }
+                if conn.recv_armed {
+                    ctx.ring.cancel(Op::Recv, slot);
+                    asked += 1;
+                }
+                if conn.sending != Sending::Nothing {
+                    ctx.ring.cancel(Op::Send, slot);
+                    asked += 1;
+                }
+            }
+            for &(_, slot) in self.orphans.keys().filter(|(o, _)| *o == r) {
+                ctx.ring.cancel(Op::Send, slot);
+                asked += 1;
+            }
+        }
+        let deadline = Instant::now() + TEARDOWN;
+        let mut answered = 0;
+        let mut quiet_turns = 0;
+        let mut comps = Vec::new();
+        while Instant::now() < deadline {
+            let mut seen = 0;
+            for ctx in &mut self.rings {
+                if ctx.ring.reap(&mut comps).is_err() {
+                    break;
+                }
+                seen += comps.len();
+                for c in comps.drain(..) {
+                    match c.op {
+                        Op::Cancel => answered += 1,
+                        Op::Recv => {
+                            if let Some(bid) = c.buffer() {
+                                ctx.ring.recycle(bid);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if answered >= asked && seen == 0 {
+                quiet_turns += 1;
+                if quiet_turns >= 2 {
+                    self.publish();
+                    return;
+                }
+            } else {
+                quiet_turns = 0;
+            }
+            if seen == 0 {
+                self.sleep(2);
+            }
+        }
+        tracing::warn!(
+            worker = self.s.index,
+            "in-flight requests did not end in time; leaking their memory"
+        );
+        self.publish();
+        std::mem::forget(std::mem::take(&mut self.rings));
+        std::mem::forget(std::mem::take(&mut self.orphans));
+        std::mem::forget(std::mem::replace(&mut self.hb_tcp, Box::new([0; 16])));
+        std::mem::forget(std::mem::replace(
+            &mut self.hb_ws,
+            Box::new([[0; wire::WS_HEARTBEAT_LEN]; WS_HEARTBEATS]),
+        ));
+    }
+}
