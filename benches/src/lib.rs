@@ -1,8 +1,10 @@
-//! corecast's micro-benchmarks and end-to-end harness tools.
+//! corecast's benchmarks: criterion micro-benchmarks (`benches/`), the bare-writer limit
+//! ([`bare_writer`]) and the end-to-end harness (`corecast-bench`, in `src/bin`).
 //!
-//! The micro-benchmarks are criterion benches under `benches/`; run them with
-//! `cargo bench -p corecast-benches` (`-- --quick` for a short run):
-//!
-//! - `protocol`: the wire formats of `corecast-protocol`, i.e. goim frame split and encode,
-//!   op-9 batch building, WebSocket header encode and client frame parsing, auth token
-//!   verification, and link message encode/decode.
+//! The harness runs a server in its own process (the gateway, or the bare writer on the same
+//! io_uring engine), drives clients with the bundled load tester in a child process, pushes at
+//! fixed shapes, and reads the server's own CPU time per thread and memory from /proc
+//! ([`procfs`]), so every gateway figure can be reported as a share of the bare writer's.
+
+pub mod bare_writer;
+pub mod procfs;

@@ -132,10 +132,10 @@ impl Default for LimitsConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            ring_entries: 4096,
+            ring_entries: 2048,
             slots_per_ring: 16_384,
             max_rings_per_shard: 64,
-            recv_buffers: 1024,
+            recv_buffers: 256,
             recv_buffer_size: 4096,
             inbox_capacity: 4096,
             backlog: 65_535,

@@ -27,6 +27,86 @@ pub enum State {
     Closed,
 }
 
+/// A connection's outbound queue. The first chunk is held inline, so a connection that has one
+/// write's worth queued (the common case) or nothing at all allocates no queue storage; the rest
+/// spills into a `VecDeque` only under load.
+#[derive(Default)]
+pub struct OutQueue {
+    head: Option<Chunk>,
+    // Boxed on purpose: 8 bytes in every connection instead of a 32-byte empty VecDeque; it is
+    // allocated only when a second chunk queues up behind the first.
+    #[allow(clippy::box_collection)]
+    rest: Option<Box<VecDeque<Chunk>>>,
+}
+
+impl OutQueue {
+    pub fn len(&self) -> usize {
+        self.head.is_some() as usize + self.rest.as_ref().map_or(0, |r| r.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.head.is_none()
+    }
+
+    pub fn push_back(&mut self, c: Chunk) {
+        if self.head.is_none() {
+            self.head = Some(c);
+        } else {
+            self.rest.get_or_insert_with(Default::default).push_back(c);
+        }
+    }
+
+    pub fn front_mut(&mut self) -> Option<&mut Chunk> {
+        self.head.as_mut()
+    }
+
+    pub fn pop_front(&mut self) -> Option<Chunk> {
+        let head = self.head.take();
+        self.head = self.rest.as_mut().and_then(|r| r.pop_front());
+        head
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Chunk> {
+        self.head
+            .iter()
+            .chain(self.rest.iter().flat_map(|r| r.iter()))
+    }
+
+    pub fn get(&self, i: usize) -> Option<&Chunk> {
+        if i == 0 {
+            self.head.as_ref()
+        } else {
+            self.rest.as_ref()?.get(i - 1)
+        }
+    }
+
+    pub fn remove(&mut self, i: usize) -> Option<Chunk> {
+        if i == 0 {
+            self.pop_front()
+        } else {
+            self.rest.as_mut()?.remove(i - 1)
+        }
+    }
+
+    pub fn truncate(&mut self, n: usize) {
+        if n == 0 {
+            self.head = None;
+            self.rest = None;
+        } else if let Some(r) = self.rest.as_mut() {
+            r.truncate(n - 1);
+        }
+    }
+}
+
+/// Input received but not yet used: a partial frame or handshake, or a fragmented WebSocket
+/// message. Allocated only while something is incomplete.
+#[derive(Default)]
+pub struct Partial {
+    pub bytes: Vec<u8>,
+    /// Payload of a fragmented WebSocket message being reassembled (Some while one is open).
+    pub ws_message: Option<Vec<u8>>,
+}
+
 /// Queued bytes: a reference to a shared buffer (a batch encoded once per shard, or a reply)
 /// from `off`, carrying `msgs` messages.
 pub struct Chunk {
@@ -58,18 +138,15 @@ pub struct Conn {
     pub dirty: bool,
     pub mid: i64,
     pub key: Box<str>,
-    pub platform: Box<str>,
     /// (room index, position among the room's members), the first one being the room goim's
     /// ChangeRoom manages.
     pub rooms: Vec<(u32, u32)>,
     /// Ops accepted for key pushes and broadcasts (sorted).
     pub accepts: Vec<i32>,
-    pub out: VecDeque<Chunk>,
+    pub out: OutQueue,
     pub out_bytes: usize,
-    /// Unparsed input (a partial frame, handshake or fragmented WS message); empty when idle.
-    pub pending: Vec<u8>,
-    /// WS: payload of a fragmented message being reassembled.
-    pub ws_message: Vec<u8>,
+    /// Unused input; None when idle.
+    pub partial: Option<Box<Partial>>,
     /// Deadline (shard clock, ms) and the deadline the wheel entry was filed for.
     pub deadline: u64,
     pub filed_for: u64,
@@ -91,13 +168,11 @@ impl Conn {
             dirty: false,
             mid: 0,
             key: Box::from(""),
-            platform: Box::from(""),
             rooms: Vec::new(),
             accepts: Vec::new(),
-            out: VecDeque::new(),
+            out: OutQueue::default(),
             out_bytes: 0,
-            pending: Vec::new(),
-            ws_message: Vec::new(),
+            partial: None,
             deadline,
             filed_for: 0,
         }
@@ -108,6 +183,7 @@ impl Conn {
     }
 
     pub fn watch(&mut self, ops: &[i32]) {
+        self.accepts.reserve_exact(ops.len());
         for &op in ops {
             if let Err(i) = self.accepts.binary_search(&op) {
                 self.accepts.insert(i, op);
@@ -119,13 +195,45 @@ impl Conn {
         self.accepts.retain(|a| !ops.contains(a));
     }
 
+    /// Takes the bytes of an incomplete frame or handshake (empty when there are none).
+    pub fn take_pending(&mut self) -> Vec<u8> {
+        self.partial
+            .as_mut()
+            .map(|p| std::mem::take(&mut p.bytes))
+            .unwrap_or_default()
+    }
+
+    /// Keeps bytes for the next read; frees the storage when nothing is incomplete.
+    pub fn put_pending(&mut self, bytes: Vec<u8>) {
+        match &mut self.partial {
+            Some(p) => {
+                p.bytes = bytes;
+                if p.bytes.is_empty() && p.ws_message.is_none() {
+                    self.partial = None;
+                }
+            }
+            None if bytes.is_empty() => {}
+            None => {
+                self.partial = Some(Box::new(Partial {
+                    bytes,
+                    ws_message: None,
+                }))
+            }
+        }
+    }
+
+    /// The fragmented WebSocket message being reassembled, if one is open.
+    pub fn ws_message(&mut self) -> &mut Option<Vec<u8>> {
+        &mut self.partial.get_or_insert_with(Default::default).ws_message
+    }
+
     pub fn is_open(&self) -> bool {
         self.state == State::Open
     }
 
-    /// Consumes `n` written bytes from the front of the queue; returns how many chunks were
-    /// fully written.
-    pub fn advance(&mut self, mut n: usize) -> usize {
+    /// Consumes `n` written bytes from the front of the queue; returns how many messages the
+    /// fully written chunks carried.
+    pub fn advance(&mut self, mut n: usize) -> u64 {
         let mut done = 0;
         self.out_bytes = self.out_bytes.saturating_sub(n);
         while n > 0 {
@@ -135,8 +243,8 @@ impl Conn {
             let left = front.buf.len() - front.off as usize;
             if n >= left {
                 n -= left;
+                done += front.msgs as u64;
                 self.out.pop_front();
-                done += 1;
             } else {
                 front.off += n as u32;
                 n = 0;
@@ -163,14 +271,52 @@ mod tests {
         let mut c = Conn::new(1, Transport::Tcp, 0);
         c.out.push_back(chunk(b"abc"));
         c.out.push_back(chunk(b"defg"));
+        assert_eq!(c.out.len(), 2);
+        // (each test chunk carries one message)
         c.out_bytes = 7;
         assert_eq!(c.advance(2), 0);
-        assert_eq!(c.out.front().unwrap().remaining(), b"c");
+        assert_eq!(c.out.get(0).unwrap().remaining(), b"c");
         assert_eq!(c.advance(3), 1);
-        assert_eq!(c.out.front().unwrap().remaining(), b"fg");
+        assert_eq!(c.out.get(0).unwrap().remaining(), b"fg");
         assert_eq!(c.advance(2), 1);
         assert!(c.out.is_empty());
         assert_eq!(c.out_bytes, 0);
+    }
+
+    #[test]
+    fn out_queue_keeps_order_across_head_and_rest() {
+        let mut q = OutQueue::default();
+        assert!(q.is_empty());
+        for s in [&b"a"[..], b"b", b"c"] {
+            q.push_back(Chunk {
+                buf: Rc::new(Bytes::from_static(s)),
+                off: 0,
+                msgs: 1,
+            });
+        }
+        assert_eq!(
+            q.iter().map(|c| c.remaining()[0]).collect::<Vec<_>>(),
+            b"abc"
+        );
+        assert_eq!(q.get(2).unwrap().remaining(), b"c");
+        assert_eq!(q.remove(1).unwrap().remaining(), b"b");
+        assert_eq!(q.pop_front().unwrap().remaining(), b"a");
+        assert_eq!(q.len(), 1);
+        q.truncate(0);
+        assert!(q.is_empty() && q.pop_front().is_none());
+    }
+
+    #[test]
+    fn partial_input_is_freed_when_complete() {
+        let mut c = Conn::new(1, Transport::Tcp, 0);
+        c.put_pending(vec![1, 2]);
+        assert!(c.partial.is_some());
+        assert_eq!(c.take_pending(), vec![1, 2]);
+        c.put_pending(Vec::new());
+        assert!(c.partial.is_none());
+        *c.ws_message() = Some(vec![]);
+        c.put_pending(Vec::new());
+        assert!(c.partial.is_some(), "an open fragmented message keeps it");
     }
 
     #[test]

@@ -36,8 +36,9 @@ pub enum ShardMsg {
 pub struct Inbox {
     queue: ArrayQueue<ShardMsg>,
     wake: OwnedFd,
-    /// Set by the shard before it sleeps; skips the eventfd write while it is awake.
-    pub(crate) sleeping: AtomicBool,
+    /// Set by the consumer before it sleeps (then checks the queue once more); a push wakes
+    /// the eventfd only while it is set, so a busy consumer costs its producers no syscall.
+    pub sleeping: AtomicBool,
 }
 
 impl Inbox {

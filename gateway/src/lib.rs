@@ -140,6 +140,7 @@ impl Gateway {
             stats: cores.iter().map(|_| Default::default()).collect(),
             inboxes,
             uplink: uplink_tx,
+            uplink_on: AtomicBool::new(!config.dispatchers.is_empty()),
             stop: AtomicBool::new(false),
             epoch: Instant::now(),
             config,
@@ -245,7 +246,11 @@ impl Gateway {
     /// What the shards send up (session events, upstream messages), when no dispatcher link is
     /// configured to take it. Taken once.
     pub fn take_uplink(&mut self) -> Option<Receiver<Body>> {
-        self.uplink.take()
+        let rx = self.uplink.take();
+        if rx.is_some() {
+            self.shared.uplink_on.store(true, Ordering::Relaxed);
+        }
+        rx
     }
 
     /// Each shard's counters.

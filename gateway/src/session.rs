@@ -57,12 +57,12 @@ impl Shard {
 
     fn upgrade_input(&mut self, h: u32, data: &[u8]) {
         let Some(conn) = self.conn(h) else { return };
-        let mut pending = std::mem::take(&mut conn.pending);
+        let mut pending = conn.take_pending();
         pending.extend_from_slice(data);
         match ws::parse_upgrade(&pending) {
             Ok(None) => {
                 if let Some(conn) = self.conn(h) {
-                    conn.pending = pending;
+                    conn.put_pending(pending);
                 }
             }
             Ok(Some((up, used))) => {
@@ -88,7 +88,7 @@ impl Shard {
 
     fn tcp_input(&mut self, h: u32, data: &mut [u8]) {
         let Some(conn) = self.conn(h) else { return };
-        let mut pending = std::mem::take(&mut conn.pending);
+        let mut pending = conn.take_pending();
         let owned = !pending.is_empty();
         if owned {
             pending.extend_from_slice(data);
@@ -121,13 +121,13 @@ impl Shard {
             rest.to_vec()
         };
         if let Some(conn) = self.conn(h) {
-            conn.pending = keep;
+            conn.put_pending(keep);
         }
     }
 
     fn ws_input(&mut self, h: u32, data: &mut [u8]) {
         let Some(conn) = self.conn(h) else { return };
-        let mut pending = std::mem::take(&mut conn.pending);
+        let mut pending = conn.take_pending();
         let owned = !pending.is_empty();
         if owned {
             pending.extend_from_slice(data);
@@ -176,7 +176,7 @@ impl Shard {
             src[off..].to_vec()
         };
         if let Some(conn) = self.conn(h) {
-            conn.pending = keep;
+            conn.put_pending(keep);
         }
     }
 
@@ -191,7 +191,10 @@ impl Shard {
         let Some(conn) = self.conn(h) else {
             return Ok(());
         };
-        let open_message = !conn.ws_message.is_empty();
+        let open_message = conn
+            .partial
+            .as_ref()
+            .is_some_and(|p| p.ws_message.is_some());
         if continuation && !open_message {
             return Err(protocol::Error::WsStrayContinuation);
         }
@@ -203,19 +206,19 @@ impl Shard {
             self.on_frame(h, header, body);
             return Ok(());
         }
-        if conn.ws_message.len() + payload.len() > MAX_CLIENT_FRAME {
+        let message = conn.ws_message().get_or_insert_with(Vec::new);
+        if message.len() + payload.len() > MAX_CLIENT_FRAME {
             return Err(protocol::Error::WsTooLarge {
-                len: (conn.ws_message.len() + payload.len()) as u64,
+                len: (message.len() + payload.len()) as u64,
                 max: MAX_CLIENT_FRAME,
             });
         }
-        if payload.is_empty() && !fin && conn.ws_message.is_empty() {
-            // An empty first fragment: keep a marker byte-free message open.
-            conn.ws_message.reserve(HEADER_LEN);
-        }
-        conn.ws_message.extend_from_slice(payload);
+        message.extend_from_slice(payload);
         if fin {
-            let message = std::mem::take(&mut conn.ws_message);
+            let message = conn.ws_message().take().unwrap_or_default();
+            // Frees the partial-input storage when nothing else is pending.
+            let pending = conn.take_pending();
+            conn.put_pending(pending);
             let (header, body) = frame::decode_ws_message(&message, MAX_CLIENT_FRAME)?;
             self.on_frame(h, header, body);
         }
@@ -360,6 +363,8 @@ impl Shard {
     fn join(&mut self, h: u32, room: &str) {
         let (idx, pos) = self.rooms.join(room, h);
         if let Some(conn) = self.conn(h) {
+            // Most connections are in one room: no spare capacity until a second join.
+            conn.rooms.reserve_exact(1);
             conn.rooms.push((idx, pos));
         }
     }
@@ -387,7 +392,6 @@ impl Shard {
         let gen_ = conn.gen_;
         conn.mid = t.mid;
         conn.key = key.clone().into();
-        conn.platform = t.platform.clone().into();
         conn.watch(&t.accepts);
         conn.state = State::Open;
         self.set_deadline(h, deadline);

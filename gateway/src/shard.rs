@@ -36,6 +36,9 @@ pub struct Shared {
     pub inboxes: Vec<Arc<Inbox>>,
     pub stats: Vec<SharedCounters>,
     pub uplink: crossbeam_channel::Sender<Body>,
+    /// Someone takes what is sent up (a dispatcher link, or `Gateway::take_uplink`). Without
+    /// one, up-messages are counted as dropped instead of piling up in the channel.
+    pub uplink_on: std::sync::atomic::AtomicBool,
     pub stop: std::sync::atomic::AtomicBool,
     pub epoch: Instant,
 }
@@ -459,9 +462,10 @@ impl Shard {
                 self.shut(h);
             }
         } else {
-            conn.advance(c.res as usize);
+            let written = conn.advance(c.res as usize);
             let more = !conn.out.is_empty();
             let closing = conn.state == State::Closing;
+            self.stats.messages_written += written;
             self.stats.writes += 1;
             self.stats.bytes_out += c.res as u64;
             if more {
@@ -582,7 +586,7 @@ impl Shard {
             let n = conn.out.len().min(MAX_IOV);
             let gen_ = conn.gen_;
             if n == 1 {
-                let data = conn.out[0].remaining();
+                let data = conn.out.get(0).expect("checked non-empty").remaining();
                 // SAFETY: the chunk stays in the connection's queue (and the connection in its
                 // slot) until this send completes.
                 unsafe {
@@ -634,8 +638,7 @@ impl Shard {
         let key = std::mem::take(&mut conn.key);
         let (mid, transport, prev_state) = (conn.mid, conn.transport, conn.state);
         conn.state = State::Closing;
-        conn.pending = Vec::new();
-        conn.ws_message = Vec::new();
+        conn.partial = None;
         let mut room_names = Vec::new();
         for (idx, pos) in rooms {
             if let Some(room) = self.rooms.get(idx) {
@@ -749,7 +752,9 @@ impl Shard {
     }
 
     pub(crate) fn send_up(&mut self, body: Body) {
-        if self.shared.uplink.try_send(body).is_err() {
+        if !self.shared.uplink_on.load(Ordering::Relaxed)
+            || self.shared.uplink.try_send(body).is_err()
+        {
             self.stats.upstream_dropped += 1;
         }
     }

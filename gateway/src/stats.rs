@@ -53,6 +53,7 @@ counters! {
     evicted: "connections closed because a newer one took their key",
     messages_out: "messages (inner frames) queued to clients",
     batches_out: "push batches queued to clients",
+    messages_written: "messages (inner frames) fully written to client sockets",
     writes: "socket writes completed",
     bytes_out: "bytes written to clients",
     cap_disconnects: "connections closed past the outbound cap",

@@ -1,0 +1,94 @@
+//! Readings from /proc: CPU time of this process's threads by name, resident memory, and the
+//! kernel's socket and slab memory.
+
+use std::fs;
+
+/// Clock ticks per second for /proc stat fields.
+fn ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
+}
+
+/// CPU seconds (user + system) used so far by this process's threads whose name starts with
+/// `prefix`.
+pub fn thread_cpu_secs(prefix: &str) -> f64 {
+    let mut total = 0.0;
+    let Ok(tasks) = fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    for t in tasks.flatten() {
+        let comm = fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if !comm.trim_end().starts_with(prefix) {
+            continue;
+        }
+        let stat = fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // Fields after the ")" that ends the command name: utime is the 12th, stime the 13th.
+        if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            let stime: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            total += (utime + stime) / ticks();
+        }
+    }
+    total
+}
+
+/// Resident set size of this process, bytes.
+pub fn rss_bytes() -> u64 {
+    status_kib("/proc/self/status", "VmRSS:") * 1024
+}
+
+/// (anonymous, file-backed, shared) resident bytes of this process: heap and stacks; mapped
+/// files; shared mappings such as io_uring's queues and provided-buffer memory.
+pub fn rss_split() -> (u64, u64, u64) {
+    let f = |k| status_kib("/proc/self/status", k) * 1024;
+    (f("RssAnon:"), f("RssFile:"), f("RssShmem:"))
+}
+
+fn status_kib(path: &str, key: &str) -> u64 {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Kernel memory that grows with sockets: slab (socket structs, dentries, ...) plus the TCP
+/// buffer pages of /proc/net/sockstat, bytes.
+pub fn kernel_socket_bytes() -> u64 {
+    let slab = status_kib("/proc/meminfo", "Slab:") * 1024;
+    let tcp_pages: u64 = fs::read_to_string("/proc/net/sockstat")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("TCP:"))
+        .and_then(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.iter()
+                .position(|w| *w == "mem")
+                .and_then(|i| f.get(i + 1)?.parse().ok())
+        })
+        .unwrap_or(0);
+    slab + tcp_pages * 4096
+}
+
+/// The machine, for result files: CPU model, cores, memory, kernel.
+pub fn machine() -> serde_json::Value {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default();
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    serde_json::json!({
+        "host": host.trim(),
+        "cpu": model,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "memory_gib": status_kib("/proc/meminfo", "MemTotal:") / (1024 * 1024),
+        "kernel": kernel.trim(),
+    })
+}
