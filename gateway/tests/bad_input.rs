@@ -218,6 +218,13 @@ fn websocket_fragments_ping_and_close_are_handled() {
         }
     }
     assert!(saw_pong);
+    // An empty first fragment still opens a message; the continuation completes it.
+    let hb = goim(1, op::HEARTBEAT, 6, b"");
+    let mut bytes = ws_frame(0x02, b"");
+    bytes.extend(ws_frame(0x80, &hb));
+    c.stream().write_all(&bytes).unwrap();
+    let f = c.recv().unwrap();
+    assert_eq!((f.op, f.seq), (op::HEARTBEAT_REPLY, 6));
     c.stream()
         .write_all(&ws_frame(0x88, &1000u16.to_be_bytes()))
         .unwrap();

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use io_uring::types::Timespec;
 use socket2::SockAddr;
+use uring::Timespec;
 
 use crate::conn::{Conn, Extra, Sending, State};
 use crate::dial;
