@@ -15,7 +15,9 @@
 
 pub mod config;
 pub mod conn;
+mod drain;
 pub mod error;
+mod fanout;
 pub mod inbox;
 pub mod ingress;
 pub mod keys;

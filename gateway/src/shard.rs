@@ -4,7 +4,8 @@
 //! One loop turn: take messages from the inbox (pushes from the ingress), advance the timing
 //! wheel, issue writes for connections with queued bytes, reap every ring's completions
 //! (accepts, receives, writes, closes), and sleep on the shared eventfd when nothing happened.
-//! The goim logic for each client frame lives in `session.rs`.
+//! The goim logic for each client frame lives in `session.rs`, push delivery in `fanout.rs`,
+//! the graceful drain in `drain.rs`.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -14,7 +15,6 @@ use std::sync::atomic::{Ordering, fence};
 use std::time::Instant;
 
 use bytes::Bytes;
-use protocol::batch::Batch;
 use protocol::link::{Body, Session};
 
 use crate::config::{Config, SlowConsumer};
@@ -91,26 +91,14 @@ pub(crate) struct RingCtx {
     next_gen: u16,
 }
 
-struct BroadcastJob {
-    op: i32,
-    tcp: Rc<Bytes>,
-    ws: Rc<Bytes>,
-    msgs: u32,
-    per_second: u32,
-    ring: usize,
-    slot: usize,
-    started_ms: u64,
-    done: u64,
-}
-
 pub struct Shard {
     pub(crate) id: usize,
     pub(crate) shared: Arc<Shared>,
     inbox: Arc<Inbox>,
     pub(crate) rings: Vec<RingCtx>,
     ring_size: RingSize,
-    tcp_listener: Option<OwnedFd>,
-    ws_listener: Option<OwnedFd>,
+    pub(crate) tcp_listener: Option<OwnedFd>,
+    pub(crate) ws_listener: Option<OwnedFd>,
     pub(crate) rooms: Rooms,
     wheel: Wheel,
     dirty: Vec<u32>,
@@ -119,9 +107,9 @@ pub struct Shard {
     expired: Vec<(u32, u16)>,
     pub(crate) to_close: Vec<(u32, u16, Reason)>,
     pub(crate) stats: Counters,
-    broadcasts: VecDeque<BroadcastJob>,
-    draining: bool,
-    drain_next_ms: u64,
+    pub(crate) broadcasts: VecDeque<crate::fanout::BroadcastJob>,
+    pub(crate) draining: bool,
+    pub(crate) drain_next_ms: u64,
     /// The ring new connections are accepted on.
     accepting: usize,
     full_warned: bool,
@@ -133,7 +121,7 @@ pub fn handle(ring: usize, slot: u32) -> u32 {
     (ring as u32) << 24 | slot
 }
 
-fn split(h: u32) -> (usize, usize) {
+pub(crate) fn split(h: u32) -> (usize, usize) {
     ((h >> 24) as usize, (h & 0x00ff_ffff) as usize)
 }
 
@@ -323,7 +311,7 @@ impl Shard {
         }
     }
 
-    fn live(&self) -> u32 {
+    pub(crate) fn live(&self) -> u32 {
         self.rings.iter().map(|r| r.live).sum()
     }
 
@@ -560,7 +548,7 @@ impl Shard {
     }
 
     /// Issues one write per dirty connection, carrying everything it has queued.
-    fn flush_dirty(&mut self) {
+    pub(crate) fn flush_dirty(&mut self) {
         let mut dirty = std::mem::take(&mut self.dirty);
         for &h in &dirty {
             let (r, s) = split(h);
@@ -830,7 +818,7 @@ impl Shard {
                 op,
                 per_second,
                 batch,
-            } => self.broadcasts.push_back(BroadcastJob {
+            } => self.broadcasts.push_back(crate::fanout::BroadcastJob {
                 op,
                 tcp: Rc::new(batch.tcp()),
                 ws: Rc::new(batch.ws()),
@@ -854,123 +842,6 @@ impl Shard {
                 }
             }
             ShardMsg::Drain => self.start_drain(),
-        }
-    }
-
-    /// Writes one room batch to every member of the room on this shard: the TCP and WS bytes
-    /// are wrapped once here and shared by every member.
-    pub(crate) fn fan_out_room(&mut self, room: &str, batch: &Batch) {
-        let Some(idx) = self.rooms.find(room) else {
-            return;
-        };
-        let tcp = Rc::new(batch.tcp());
-        let ws = Rc::new(batch.ws());
-        let msgs = batch.messages();
-        let mut i = 0;
-        while let Some(&h) = self.rooms.get(idx).and_then(|r| r.members.get(i)) {
-            i += 1;
-            let (r, s) = split(h);
-            let Some(conn) = self.rings[r].conns.get(s).and_then(|c| c.as_deref()) else {
-                continue;
-            };
-            let buf = if conn.transport == Transport::Tcp {
-                &tcp
-            } else {
-                &ws
-            };
-            self.enqueue(h, buf, msgs, false);
-        }
-        self.close_deferred();
-    }
-
-    fn step_broadcasts(&mut self) -> bool {
-        let Some(mut job) = self.broadcasts.pop_front() else {
-            return false;
-        };
-        let budget = if job.per_second == 0 {
-            u64::MAX
-        } else {
-            let elapsed = self.now.saturating_sub(job.started_ms) + 1;
-            (elapsed * job.per_second as u64 / 1000 + 1).saturating_sub(job.done)
-        };
-        let mut n = 0;
-        while n < budget && job.ring < self.rings.len() {
-            if job.slot >= self.rings[job.ring].conns.len() {
-                job.ring += 1;
-                job.slot = 0;
-                continue;
-            }
-            let (r, s) = (job.ring, job.slot);
-            job.slot += 1;
-            let Some(conn) = self.rings[r].conns[s].as_deref() else {
-                continue;
-            };
-            if !conn.is_open() || !conn.watches(job.op) {
-                continue;
-            }
-            let buf = if conn.transport == Transport::Tcp {
-                &job.tcp
-            } else {
-                &job.ws
-            };
-            let buf = buf.clone();
-            self.enqueue(handle(r, s as u32), &buf, job.msgs, false);
-            n += 1;
-        }
-        job.done += n;
-        self.close_deferred();
-        if job.ring < self.rings.len() {
-            self.broadcasts.push_front(job);
-        }
-        true
-    }
-
-    fn start_drain(&mut self) {
-        if self.draining {
-            return;
-        }
-        self.draining = true;
-        self.drain_next_ms = self.now;
-        for ctx in &mut self.rings {
-            if ctx.accepts[0] > 0 {
-                ctx.ring.cancel_accepts(Op::AcceptTcp);
-            }
-            if ctx.accepts[1] > 0 {
-                ctx.ring.cancel_accepts(Op::AcceptWs);
-            }
-        }
-        tracing::info!(shard = self.id, connections = self.live(), "draining");
-    }
-
-    fn step_drain(&mut self) {
-        if self.now < self.drain_next_ms {
-            return;
-        }
-        let cfg = &self.shared.config.drain;
-        let shards = self.shared.inboxes.len();
-        let per_shard = cfg.batch.div_ceil(shards).max(1);
-        self.drain_next_ms = self.now + cfg.interval_ms;
-        let mut victims = Vec::new();
-        'outer: for (r, ctx) in self.rings.iter().enumerate() {
-            for (s, c) in ctx.conns.iter().enumerate() {
-                if let Some(c) = c
-                    && matches!(c.state, State::Upgrade | State::Auth | State::Open)
-                {
-                    victims.push(handle(r, s as u32));
-                    if victims.len() >= per_shard {
-                        break 'outer;
-                    }
-                }
-            }
-        }
-        for h in victims {
-            self.teardown(
-                h,
-                Some(Reason::new(
-                    "server draining: reconnect to another gateway",
-                    protocol::ws::close_code::GOING_AWAY,
-                )),
-            );
         }
     }
 
