@@ -137,7 +137,8 @@ pub struct Conn {
     /// Queued on the shard's dirty list (a write will be issued this turn).
     pub dirty: bool,
     pub mid: i64,
-    pub key: Box<str>,
+    /// Shared with the gateway's key table (one allocation for both).
+    pub key: std::sync::Arc<str>,
     /// (room index, position among the room's members), the first one being the room goim's
     /// ChangeRoom manages.
     pub rooms: Vec<(u32, u32)>,
@@ -167,7 +168,7 @@ impl Conn {
             shutting: false,
             dirty: false,
             mid: 0,
-            key: Box::from(""),
+            key: std::sync::Arc::from(""),
             rooms: Vec::new(),
             accepts: Vec::new(),
             out: OutQueue::default(),

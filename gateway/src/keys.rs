@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Where a key lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,7 +18,7 @@ pub struct Owner {
 }
 
 pub struct KeyTable {
-    stripes: Vec<Mutex<HashMap<Box<str>, Owner>>>,
+    stripes: Vec<Mutex<HashMap<Arc<str>, Owner>>>,
     hasher: RandomState,
 }
 
@@ -32,14 +32,15 @@ impl Default for KeyTable {
 }
 
 impl KeyTable {
-    fn stripe(&self, key: &str) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Owner>> {
+    fn stripe(&self, key: &str) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Owner>> {
         let i = self.hasher.hash_one(key) as usize % self.stripes.len();
         self.stripes[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records `owner` for `key`; returns the previous owner, which must be evicted.
-    pub fn claim(&self, key: &str, owner: Owner) -> Option<Owner> {
-        self.stripe(key).insert(key.into(), owner)
+    /// Records `owner` for `key` (sharing the connection's copy of the key); returns the
+    /// previous owner, which must be evicted.
+    pub fn claim(&self, key: &Arc<str>, owner: Owner) -> Option<Owner> {
+        self.stripe(key).insert(key.clone(), owner)
     }
 
     /// Forgets `key` if `owner` still holds it (a newer connection may have claimed it).
@@ -83,8 +84,9 @@ mod tests {
             handle: 7,
             gen_: 3,
         };
-        assert_eq!(t.claim("k", a), None);
-        assert_eq!(t.claim("k", b), Some(a));
+        let k: Arc<str> = Arc::from("k");
+        assert_eq!(t.claim(&k, a), None);
+        assert_eq!(t.claim(&k, b), Some(a));
         t.release("k", a);
         assert_eq!(t.get("k"), Some(b));
         t.release("k", b);

@@ -49,8 +49,10 @@ pub use stats::Counters;
 use crate::inbox::{Inbox, ShardMsg};
 use crate::shard::{Shard, Shared};
 
-/// Capacity of the queue from the shards to the dispatcher links.
-const UPLINK_CAPACITY: usize = 1 << 16;
+/// Capacity of the queue from the shards to the dispatcher links (session events, upstream
+/// messages): its slots are allocated up front, so it is sized for bursts a link drains, not
+/// for a link that is down (overflow is counted in `uplink_dropped`).
+const UPLINK_CAPACITY: usize = 1 << 14;
 
 /// A running gateway.
 pub struct Gateway {

@@ -391,7 +391,8 @@ impl Shard {
         let Some(conn) = self.conn(h) else { return };
         let gen_ = conn.gen_;
         conn.mid = t.mid;
-        conn.key = key.clone().into();
+        let shared_key: std::sync::Arc<str> = std::sync::Arc::from(key.as_str());
+        conn.key = shared_key.clone();
         conn.watch(&t.accepts);
         conn.state = State::Open;
         self.set_deadline(h, deadline);
@@ -400,7 +401,7 @@ impl Shard {
             handle: h,
             gen_,
         };
-        if let Some(prev) = self.shared.keys.claim(&key, me) {
+        if let Some(prev) = self.shared.keys.claim(&shared_key, me) {
             self.evict(prev);
         }
         self.reply(h, header, op::AUTH_REPLY, b"");

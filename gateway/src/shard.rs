@@ -647,7 +647,7 @@ impl Shard {
             self.send_up(Body::Session(Session {
                 online: false,
                 mid,
-                key: key.into(),
+                key: key.to_string(),
                 rooms: room_names,
                 platform: String::new(),
             }));
@@ -789,6 +789,10 @@ impl Shard {
             }
         }
         expired.clear();
+        // Keep a small scratch list, not the peak of a burst.
+        if expired.capacity() > 4096 {
+            expired = Vec::new();
+        }
         self.expired = expired;
     }
 

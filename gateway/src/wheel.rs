@@ -39,7 +39,9 @@ impl Wheel {
         let steps = turns.min(self.slots.len() as u64);
         for i in 0..steps {
             let idx = ((self.next_tick + i) % self.slots.len() as u64) as usize;
-            out.append(&mut self.slots[idx]);
+            // Take the slot's storage too: a slot that held a burst of connections (a connect
+            // storm lands them all in a few ticks) must not keep that capacity.
+            out.extend(std::mem::take(&mut self.slots[idx]));
         }
         self.next_tick = self.next_tick.max(now_tick + 1);
     }

@@ -45,6 +45,9 @@ enum What {
     Memory {
         #[arg(long, default_value_t = 100_000)]
         conns: u64,
+        /// Repeat the measurement (fresh gateway each time) and report the median.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
     },
     /// Room fan-out against the bare writer.
     Fanout {
@@ -201,6 +204,41 @@ fn memory(conns: u64) -> anyhow::Result<Value> {
         "kernel_bytes_per_server_socket_estimate": (kernel / 2.0).round(),
         "connect_secs": connect_secs,
         "tester": { "authenticated": report["authenticated"], "connect_errors": report["connect_errors"], "rss_note": "the tester is a separate process; its memory is not counted" },
+    }))
+}
+
+/// Several memory measurements; the headline figures are medians, the spread is kept.
+fn memory_runs(conns: u64, runs: usize) -> anyhow::Result<Value> {
+    let mut all = Vec::new();
+    for i in 0..runs.max(1) {
+        if i > 0 {
+            // Let the previous run's sockets leave the kernel's slab before the next baseline.
+            std::thread::sleep(Duration::from_secs(5));
+        }
+        let r = memory(conns)?;
+        eprintln!(
+            "run {}: {} B per connection",
+            i + 1,
+            r["user_bytes_per_conn"]
+        );
+        all.push(r);
+    }
+    let median = |key: &str| {
+        let mut v: Vec<f64> = all.iter().filter_map(|r| r[key].as_f64()).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        (v[v.len() / 2], v[0], v[v.len() - 1])
+    };
+    let (user, user_min, user_max) = median("user_bytes_per_conn");
+    let (kernel, kernel_min, kernel_max) = median("kernel_bytes_per_pair");
+    Ok(json!({
+        "conns": conns,
+        "runs": all.len(),
+        "user_bytes_per_conn": user,
+        "user_bytes_per_conn_min_max": [user_min, user_max],
+        "kernel_bytes_per_pair": kernel,
+        "kernel_bytes_per_pair_min_max": [kernel_min, kernel_max],
+        "kernel_bytes_per_server_socket_estimate": (kernel / 2.0).round(),
+        "each_run": all,
     }))
 }
 
@@ -389,11 +427,15 @@ fn markdown(what: &str, command: &str, machine: &Value, date: &str, r: &Value) -
     match what {
         "memory" => {
             md += &format!(
-                "| connections | gateway RSS growth per idle authenticated connection | kernel per client+server socket pair | kernel per server socket (half) |\n|---|---|---|---|\n| {} | {} B | {} B | {} B |\n",
+                "| connections | runs | gateway RSS growth per idle authenticated connection, median (min-max) | kernel per client+server socket pair, median (min-max) |\n|---|---|---|---|\n| {} | {} | {} B ({}-{}) | {} B ({}-{}) |\n",
                 r["conns"],
+                r["runs"],
                 r["user_bytes_per_conn"],
+                r["user_bytes_per_conn_min_max"][0],
+                r["user_bytes_per_conn_min_max"][1],
                 r["kernel_bytes_per_pair"],
-                r["kernel_bytes_per_server_socket_estimate"]
+                r["kernel_bytes_per_pair_min_max"][0],
+                r["kernel_bytes_per_pair_min_max"][1]
             )
         }
         _ => {
@@ -441,7 +483,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let (what, result) = match &cli.what {
-        What::Memory { conns } => ("memory", memory(*conns)?),
+        What::Memory { conns, runs } => ("memory", memory_runs(*conns, *runs)?),
         What::Fanout {
             conns,
             rates,
@@ -468,7 +510,7 @@ fn main() -> anyhow::Result<()> {
         format!("-{}", cli.label)
     };
     let shape = match &cli.what {
-        What::Memory { conns } => format!("{conns}"),
+        What::Memory { conns, .. } => format!("{conns}"),
         What::Fanout { conns, .. } => format!("{conns}"),
     };
     let stem = format!("{date}-{host}-{what}-{shape}{label}");
