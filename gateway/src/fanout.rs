@@ -89,6 +89,8 @@ impl Shard {
         if job.ring < self.rings.len() {
             self.broadcasts.push_front(job);
         }
-        true
+        // Only work done keeps the loop busy; between paced steps the shard sleeps (the loop
+        // caps its sleep at 10 ms while a broadcast is in progress).
+        n > 0
     }
 }

@@ -420,6 +420,7 @@ impl Shard {
                 vec![t.room_id]
             },
             platform: t.platform,
+            conn_id: crate::shard::conn_id(shard, h, gen_),
         }));
     }
 

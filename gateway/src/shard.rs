@@ -116,6 +116,11 @@ pub struct Shard {
     pub(crate) now: u64,
 }
 
+/// A connection's id on this gateway, as session events carry it: shard, handle, generation.
+pub fn conn_id(shard: u16, handle: u32, gen_: u16) -> u64 {
+    (shard as u64) << 48 | (handle as u64) << 16 | gen_ as u64
+}
+
 /// A connection handle: ring index in the top 8 bits, slot in the low 24.
 pub fn handle(ring: usize, slot: u32) -> u32 {
     (ring as u32) << 24 | slot
@@ -650,6 +655,7 @@ impl Shard {
                 key: key.to_string(),
                 rooms: room_names,
                 platform: String::new(),
+                conn_id: conn_id(shard, h, gen_),
             }));
         }
         match reason {

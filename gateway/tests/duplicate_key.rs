@@ -31,3 +31,24 @@ fn a_newer_connection_with_the_same_key_evicts_the_older() {
     }
     eventually(5, "16 evictions counted", || gw.total().evicted == 16);
 }
+
+#[test]
+fn session_events_tell_the_evicted_connection_from_its_replacement() {
+    let mut gw = start(config());
+    let up = gw.take_uplink().unwrap();
+    let mut old = Client::auth(&gw, Transport::Tcp, &token(1, "same", "", &[]));
+    let _new = Client::auth(&gw, Transport::Ws, &token(1, "same", "", &[]));
+    old.expect_closed();
+    let mut events = Vec::new();
+    while events.len() < 3 {
+        if let protocol::link::Body::Session(s) = up.recv_timeout(Duration::from_secs(5)).unwrap() {
+            events.push((s.online, s.conn_id));
+        }
+    }
+    let (old_id, new_id) = (events[0].1, events[1].1);
+    assert_ne!(old_id, new_id);
+    assert_eq!(
+        events,
+        vec![(true, old_id), (true, new_id), (false, old_id)]
+    );
+}

@@ -103,6 +103,7 @@ fn registers_reports_sessions_and_upstream_and_acks_pushes() {
         panic!("Session")
     };
     assert!(s.online && s.mid == 77 && s.key == "k77" && s.rooms == ["live://link"]);
+    let s_online_id = s.conn_id;
     c.send(1, op::SEND_MSG, 3, b"up");
     assert_eq!(c.recv().unwrap().op, op::SEND_MSG);
     let Body::Upstream(u) = d.next_event() else {
@@ -129,6 +130,7 @@ fn registers_reports_sessions_and_upstream_and_acks_pushes() {
         panic!("Session offline")
     };
     assert!(!s.online && s.key == "k77");
+    assert_eq!(s.conn_id, s_online_id, "offline names the connection online named");
 }
 
 #[test]

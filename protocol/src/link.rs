@@ -86,6 +86,11 @@ pub struct Session {
     pub rooms: Vec<String>,
     #[prost(string, tag = "5")]
     pub platform: String,
+    /// Identifies the connection on its gateway (shard, slot, generation), so that the offline
+    /// event of a connection evicted by a newer one with the same key can be told apart from
+    /// the newer one's online event.
+    #[prost(uint64, tag = "6")]
+    pub conn_id: u64,
 }
 
 /// Dispatcher → gateway: deliver to these keys, if `op` is in each connection's watch set.
@@ -217,6 +222,7 @@ mod tests {
                 key: "k".into(),
                 rooms: vec!["live://1".into()],
                 platform: "web".into(),
+                conn_id: 7,
             }),
             Body::PushKeys(PushKeys {
                 id: 1,
