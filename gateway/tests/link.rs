@@ -130,7 +130,10 @@ fn registers_reports_sessions_and_upstream_and_acks_pushes() {
         panic!("Session offline")
     };
     assert!(!s.online && s.key == "k77");
-    assert_eq!(s.conn_id, s_online_id, "offline names the connection online named");
+    assert_eq!(
+        s.conn_id, s_online_id,
+        "offline names the connection online named"
+    );
 }
 
 #[test]
