@@ -23,6 +23,9 @@ pub struct Config {
     pub public_addrs: Vec<String>,
     /// Weight advertised for `nodes/weighted`.
     pub weight: i32,
+    /// How often the registration is renewed on each dispatcher link, with this gateway's
+    /// room online counts (goim: RenewOnline every 10 s).
+    pub renew_ms: u64,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
     pub engine: EngineConfig,
@@ -100,6 +103,7 @@ impl Default for Config {
             dispatchers: Vec::new(),
             public_addrs: Vec::new(),
             weight: 10,
+            renew_ms: 5_000,
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
             engine: EngineConfig::default(),
@@ -222,6 +226,9 @@ impl Config {
         }
         if self.limits.max_rooms_per_conn == 0 {
             return bad("limits.max_rooms_per_conn must be at least 1".into());
+        }
+        if self.renew_ms == 0 {
+            return bad("renew_ms must be at least 1".into());
         }
         if self.drain.batch == 0 {
             return bad("drain.batch must be at least 1".into());

@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use crossbeam_channel::{Receiver, Sender, bounded};
-use protocol::link::{self, Ack, Body, LinkMessage, Register, Renew};
+use protocol::link::{self, Ack, Body, LinkMessage, Register, Renew, RoomCounts};
 
 use crate::ingress::Ingress;
 
-const RENEW_EVERY: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Fans the shards' uplink out to every connected dispatcher link. What no link takes (none
@@ -101,14 +100,15 @@ fn run_link(addr: &str, ingress: &Ingress, hub: &Hub, register: &Register) -> st
     let stop = stop_writer.clone();
     let ing = ingress.clone();
     let writer_thread = std::thread::spawn(move || -> std::io::Result<()> {
+        let renew_every = Duration::from_millis(ing.shared.config.renew_ms);
         let mut last_renew = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             crossbeam_channel::select! {
                 recv(up) -> m => if let Ok(body) = m { send(&mut writer, body)? },
                 recv(ack_rx) -> m => if let Ok(id) = m { send(&mut writer, Body::Ack(Ack { id }))? },
-                default(Duration::from_millis(200)) => {}
+                default(renew_every.min(Duration::from_millis(200))) => {}
             }
-            if last_renew.elapsed() >= RENEW_EVERY {
+            if last_renew.elapsed() >= renew_every {
                 last_renew = Instant::now();
                 send(
                     &mut writer,
@@ -118,6 +118,9 @@ fn run_link(addr: &str, ingress: &Ingress, hub: &Hub, register: &Register) -> st
                         offline: false,
                     }),
                 )?;
+                // goim's RenewOnline: this gateway's members per room (rooms with members).
+                let counts = ing.shared.online.snapshot().into_iter().collect();
+                send(&mut writer, Body::RoomCounts(RoomCounts { counts }))?;
             }
         }
         Ok(())

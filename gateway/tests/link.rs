@@ -55,8 +55,8 @@ impl FakeDispatcher {
         }
     }
 
-    /// The next message that is not a periodic Renew (within 10 s: Renews alone would keep the
-    /// read timeout from ever firing).
+    /// The next message that is not periodic (Renew, RoomCounts), within 10 s: periodic ones
+    /// alone would keep the read timeout from ever firing.
     fn next_event(&mut self) -> Body {
         let end = std::time::Instant::now() + Duration::from_secs(10);
         loop {
@@ -65,8 +65,27 @@ impl FakeDispatcher {
                 "no event from the gateway within 10 s"
             );
             match self.next().expect("link open") {
-                Body::Renew(_) => continue,
+                Body::Renew(_) | Body::RoomCounts(_) => continue,
                 b => return b,
+            }
+        }
+    }
+
+    /// Waits for a RoomCounts report that satisfies `f` (within 10 s).
+    fn room_counts_until(
+        &mut self,
+        mut f: impl FnMut(&std::collections::HashMap<String, i32>) -> bool,
+    ) {
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(
+                std::time::Instant::now() < end,
+                "no matching room counts within 10 s"
+            );
+            if let Body::RoomCounts(rc) = self.next().expect("link open")
+                && f(&rc.counts)
+            {
+                return;
             }
         }
     }
@@ -84,6 +103,7 @@ fn linked_gateway() -> (gateway::Gateway, TcpListener) {
     c.id = "gw-test".into();
     c.public_addrs = vec!["10.0.0.1".into()];
     c.dispatchers = vec![l.local_addr().unwrap().to_string()];
+    c.renew_ms = 200;
     (start(c), l)
 }
 
@@ -134,6 +154,22 @@ fn registers_reports_sessions_and_upstream_and_acks_pushes() {
         s.conn_id, s_online_id,
         "offline names the connection online named"
     );
+}
+
+#[test]
+fn renewals_report_room_online_counts() {
+    let (gw, l) = linked_gateway();
+    let mut d = FakeDispatcher::accept(&l);
+    assert!(matches!(d.next_event(), Body::Register(_)));
+    let clients: Vec<Client> = (0..3)
+        .map(|i| {
+            let room = if i < 2 { "live://two" } else { "live://one" };
+            Client::auth(&gw, Transport::Tcp, &token(i, "", room, &[]))
+        })
+        .collect();
+    d.room_counts_until(|c| c.get("live://two") == Some(&2) && c.get("live://one") == Some(&1));
+    drop(clients);
+    d.room_counts_until(|c| c.is_empty());
 }
 
 #[test]
