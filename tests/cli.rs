@@ -54,7 +54,7 @@ fn gateway_serves_signed_clients_and_drains_on_sigterm() {
     std::fs::write(
         &cfg,
         format!(
-            "tcp_bind = \"127.0.0.1:{tcp}\"\nws_bind = \"127.0.0.1:{ws}\"\n[auth]\nmode = \"hmac\"\nsecrets = [\"cli-secret\"]\n[drain]\ninterval_ms = 100\n"
+            "tcp_bind = \"127.0.0.1:{tcp}\"\nws_bind = \"127.0.0.1:{ws}\"\nmetrics_bind = \"127.0.0.1:0\"\n[auth]\nmode = \"hmac\"\nsecrets = [\"cli-secret\"]\n[drain]\ninterval_ms = 100\n"
         ),
     )
     .unwrap();

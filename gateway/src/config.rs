@@ -17,6 +17,8 @@ pub struct Config {
     pub tcp_bind: String,
     /// goim WebSocket clients (path `/sub`).
     pub ws_bind: String,
+    /// Prometheus metrics (`GET /metrics`, per-shard series). Empty: no endpoint.
+    pub metrics_bind: String,
     /// Dispatchers to dial (internal link). Empty: none.
     pub dispatchers: Vec<String>,
     /// Public addresses advertised to dispatchers for `nodes/weighted`.
@@ -100,6 +102,7 @@ impl Default for Config {
             cores: Vec::new(),
             tcp_bind: "127.0.0.1:3101".into(),
             ws_bind: "127.0.0.1:3102".into(),
+            metrics_bind: "127.0.0.1:3120".into(),
             dispatchers: Vec::new(),
             public_addrs: Vec::new(),
             weight: 10,

@@ -22,6 +22,7 @@ pub mod inbox;
 pub mod ingress;
 pub mod keys;
 mod link;
+pub mod metrics;
 pub mod rooms;
 mod session;
 pub mod shard;
@@ -63,6 +64,7 @@ pub struct Gateway {
     ingress: Ingress,
     uplink: Option<Receiver<Body>>,
     hub: Option<Arc<link::Hub>>,
+    metrics_addr: Option<SocketAddr>,
 }
 
 fn listener(addr: SocketAddr, config: &Config) -> Result<Socket> {
@@ -213,6 +215,37 @@ impl Gateway {
                 link::spawn(addr.clone(), ingress.clone(), hub.clone(), register.clone());
             }
         }
+        let metrics_addr = if shared.config.metrics_bind.is_empty() {
+            None
+        } else {
+            let (sh, hb) = (shared.clone(), hub.clone());
+            let dropped = move || {
+                let hub = hb.as_ref().map_or(0, |h| h.dropped.load(Ordering::Relaxed));
+                hub + sh
+                    .stats
+                    .iter()
+                    .map(|s| s.read().upstream_dropped)
+                    .sum::<u64>()
+            };
+            match metrics::serve(
+                &shared.config.metrics_bind,
+                shared.clone(),
+                ingress.clone(),
+                dropped,
+            ) {
+                Ok(addr) => Some(addr),
+                Err(e) => {
+                    shared.stop.store(true, Ordering::Relaxed);
+                    for inbox in &shared.inboxes {
+                        inbox.wake();
+                    }
+                    for t in threads {
+                        let _ = t.join();
+                    }
+                    return Err(e);
+                }
+            }
+        };
         tracing::info!(
             shards = threads.len(),
             tcp = %tcp_addr,
@@ -227,7 +260,13 @@ impl Gateway {
             ingress,
             uplink,
             hub,
+            metrics_addr,
         })
+    }
+
+    /// Where `/metrics` is served, if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     pub fn tcp_addr(&self) -> SocketAddr {

@@ -140,6 +140,7 @@ fn gateway_config() -> gateway::Config {
     let mut c = gateway::Config {
         tcp_bind: "127.0.0.1:0".into(),
         ws_bind: "127.0.0.1:0".into(),
+        metrics_bind: String::new(),
         ..Default::default()
     };
     c.limits.heartbeat_timeout_ms = 3_600_000;

@@ -21,6 +21,7 @@ pub fn config() -> Config {
     let mut c = Config {
         tcp_bind: "127.0.0.1:0".into(),
         ws_bind: "127.0.0.1:0".into(),
+        metrics_bind: "127.0.0.1:0".into(),
         ..Config::default()
     };
     c.engine.recv_buffers = 256;

@@ -1,0 +1,108 @@
+//! Prometheus metrics: `GET /metrics` on `metrics_bind` serves every shard's counters as one
+//! series per shard (`shard="N"`), plus gateway-wide values (ingress inbox-full waits, uplink
+//! drops, rooms). Read from the counters the shards publish once per loop turn; serving a scrape
+//! touches no shard.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use crate::ingress::Ingress;
+use crate::shard::Shared;
+
+/// Gauges among the counters (the rest are monotonic counters).
+const GAUGES: [&str; 3] = ["connections", "authenticated", "rooms"];
+
+/// The exposition text for the current values.
+pub fn render(shared: &Shared, ingress: &Ingress, uplink_dropped: u64) -> String {
+    let shards: Vec<_> = shared.stats.iter().map(|s| s.read()).collect();
+    let mut out = String::new();
+    if let Some(first) = shards.first() {
+        for (i, (name, help, _)) in first.fields().into_iter().enumerate() {
+            let kind = if GAUGES.contains(&name) {
+                "gauge"
+            } else {
+                "counter"
+            };
+            let metric = if kind == "counter" {
+                format!("corecast_gateway_{name}_total")
+            } else {
+                format!("corecast_gateway_{name}")
+            };
+            let _ = writeln!(out, "# HELP {metric} {help}");
+            let _ = writeln!(out, "# TYPE {metric} {kind}");
+            for (shard, c) in shards.iter().enumerate() {
+                let _ = writeln!(out, "{metric}{{shard=\"{shard}\"}} {}", c.fields()[i].2);
+            }
+        }
+    }
+    let gateway = [
+        (
+            "corecast_gateway_inbox_full_total",
+            "counter",
+            "times the ingress found a shard's inbox full and waited",
+            ingress.ring_full(),
+        ),
+        (
+            "corecast_gateway_uplink_dropped_total",
+            "counter",
+            "session events and upstream messages no dispatcher took",
+            uplink_dropped,
+        ),
+        (
+            "corecast_gateway_room_keys",
+            "gauge",
+            "rooms with members on this gateway",
+            shared.online.snapshot().len() as u64,
+        ),
+    ];
+    for (metric, kind, help, value) in gateway {
+        let _ = writeln!(
+            out,
+            "# HELP {metric} {help}\n# TYPE {metric} {kind}\n{metric} {value}"
+        );
+    }
+    out
+}
+
+/// Serves `/metrics` on its own thread until the gateway stops.
+pub(crate) fn serve(
+    addr: &str,
+    shared: Arc<Shared>,
+    ingress: Ingress,
+    uplink_dropped: impl Fn() -> u64 + Send + 'static,
+) -> crate::Result<std::net::SocketAddr> {
+    let server = tiny_http::Server::http(addr).map_err(|e| crate::Error::Listen {
+        addr: addr.to_string(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let local = server.server_addr().to_ip().ok_or_else(|| {
+        crate::Error::Config(format!("metrics_bind {addr:?} is not an IP address"))
+    })?;
+    std::thread::Builder::new()
+        .name("corecast-metrics".into())
+        .spawn(move || {
+            while !shared.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(Some(req)) = server.recv_timeout(std::time::Duration::from_millis(200))
+                else {
+                    continue;
+                };
+                let response = if req.url() == "/metrics" {
+                    let body = render(&shared, &ingress, uplink_dropped());
+                    tiny_http::Response::from_string(body).with_header(
+                        "Content-Type: text/plain; version=0.0.4"
+                            .parse::<tiny_http::Header>()
+                            .expect("a valid header"),
+                    )
+                } else {
+                    tiny_http::Response::from_string(format!(
+                        "no such path {}: try /metrics\n",
+                        req.url()
+                    ))
+                    .with_status_code(404)
+                };
+                let _ = req.respond(response);
+            }
+        })
+        .map_err(|e| crate::Error::io("spawning the metrics thread", e))?;
+    Ok(local)
+}
