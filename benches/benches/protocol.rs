@@ -29,24 +29,7 @@ fn inner_frames(n: usize) -> Vec<u8> {
 
 /// A client WebSocket frame, masked as browsers send them.
 fn masked_binary(payload: &[u8]) -> Vec<u8> {
-    let mask = [0x37, 0xfa, 0x21, 0x3d];
-    let mut out = vec![0x82];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= u16::MAX as usize => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    let start = out.len();
-    out.extend_from_slice(payload);
-    ws::apply_mask(&mut out[start..], mask);
-    out
+    ws::client_frame(0x82, payload, [0x37, 0xfa, 0x21, 0x3d])
 }
 
 fn frame_split(c: &mut Criterion) {

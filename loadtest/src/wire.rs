@@ -60,24 +60,7 @@ pub fn heartbeat() -> [u8; HEARTBEAT_LEN] {
 
 /// One masked, unfragmented binary WebSocket frame holding `payload`.
 pub fn ws_masked(payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(14 + payload.len());
-    out.push(0x82);
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= u16::MAX as usize => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    let start = out.len();
-    out.extend_from_slice(payload);
-    protocol::ws::apply_mask(&mut out[start..], mask);
-    out
+    protocol::ws::client_frame(0x82, payload, mask)
 }
 
 /// A heartbeat as one masked WebSocket frame.

@@ -205,6 +205,30 @@ pub fn parse_frame(buf: &mut [u8], max_payload: usize) -> Result<Option<Frame>> 
     }))
 }
 
+/// A client frame, masked with `mask` as RFC 6455 requires of clients (load testers, test
+/// clients). `first` is the frame's first byte as sent: FIN, the RSV bits and the opcode, so
+/// malformed frames can be built too (`0x82`: a final binary frame).
+pub fn client_frame(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(14 + payload.len());
+    out.push(first);
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= u16::MAX as usize => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    apply_mask(&mut out[start..], mask);
+    out
+}
+
 /// XORs `buf` with the 4-byte client mask.
 pub fn apply_mask(buf: &mut [u8], mask: [u8; 4]) {
     for (i, b) in buf.iter_mut().enumerate() {
@@ -260,19 +284,27 @@ mod tests {
     const REQ: &str = "GET /sub HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: http://a.example\r\n\r\n";
 
     fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [1, 2, 3, 4];
-        let mut out = vec![first];
-        if payload.len() < 126 {
-            out.push(0x80 | payload.len() as u8);
-        } else {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        client_frame(first, payload, [1, 2, 3, 4])
+    }
+
+    #[test]
+    fn client_frames_parse_back_at_every_length_form() {
+        for len in [0usize, 125, 126, 65_535, 65_536] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut f = client_frame(0x82, &payload, [9, 8, 7, 6]);
+            let parsed = parse_frame(&mut f, 1 << 20).unwrap().unwrap();
+            assert_eq!(
+                (parsed.kind, parsed.fin, parsed.len),
+                (
+                    Kind::Data {
+                        continuation: false
+                    },
+                    true,
+                    f.len()
+                )
+            );
+            assert_eq!(&f[parsed.payload], &payload[..], "len {len}");
         }
-        out.extend_from_slice(&mask);
-        let mut p = payload.to_vec();
-        apply_mask(&mut p, mask);
-        out.extend(p);
-        out
     }
 
     #[test]

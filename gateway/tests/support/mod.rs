@@ -332,22 +332,7 @@ pub const HEADER: usize = HEADER_LEN;
 
 /// A masked client WebSocket frame with the given first byte (FIN, RSV, opcode) and payload.
 pub fn ws_frame(first: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x11, 0x22, 0x33, 0x44];
-    let mut out = vec![first];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n < 65536 => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    out
+    protocol::ws::client_frame(first, payload, [0x11, 0x22, 0x33, 0x44])
 }
 
 /// A goim frame's bytes.
