@@ -2,9 +2,10 @@
 //! hand-off through an [`Inbox`], a shard's room fan-out (a pointer push per member, then the
 //! write completion that drains it), and the per-batch fixed cost (encode once, wrap twice).
 //!
-//! Only public APIs of `gateway` and `protocol` are used. Where the shard's code is private
-//! (`Shard::enqueue`, `fan_out_room`, `flush_dirty`, `on_send`, the ring/slot table), the bench
-//! re-implements the same steps on the same public types, and says so where it does.
+//! Only public APIs of `gateway` and `protocol` are used. The per-member work is the gateway's
+//! own (`Conn::enqueue`, `Conn::advance`); the loops around it that live in the shard's
+//! private code (`fan_out_room`, `flush_dirty`, `on_send`, the ring/slot table) are restated
+//! on the same public types, and say so where they are.
 
 use std::hint::black_box;
 use std::rc::Rc;
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
-use gateway::conn::{Chunk, Conn, State, Transport};
+use gateway::conn::{Chunk, Conn, Enqueued, State, Transport};
 use gateway::inbox::{Inbox, ShardMsg};
 use gateway::rooms::{OnlineTable, Rooms};
 use protocol::batch::{Batch, BatchBuilder};
@@ -146,11 +147,6 @@ fn slots_per_ring() -> usize {
     gateway::Config::default().engine.slots_per_ring as usize
 }
 
-/// The shard's `handle(ring, slot)` is public; `split` is not, so it is restated here.
-fn split(h: u32) -> (usize, usize) {
-    ((h >> 24) as usize, (h & 0x00ff_ffff) as usize)
-}
-
 /// A shard's connection table and room state, as `Shard` keeps them (`RingCtx::conns` is
 /// `Vec<Option<Box<Conn>>>` per ring; the shard's fields are private, so this mirrors them).
 struct FanoutShard {
@@ -192,41 +188,33 @@ impl FanoutShard {
     }
 
     fn conn(&mut self, h: u32) -> Option<&mut Conn> {
-        let (r, s) = split(h);
+        let (r, s) = gateway::shard::split(h);
         self.rings.get_mut(r)?.get_mut(s)?.as_deref_mut()
     }
 
-    /// `Shard::enqueue` for a push (not a reply): the cap check, the chunk push, the byte
-    /// count, the dirty mark. The over-cap branch (drop-oldest or disconnect) never runs here;
-    /// it is only counted.
+    /// `Shard::enqueue` for a push: the real per-connection rule (`Conn::enqueue`: cap check,
+    /// chunk push, byte count, dirty mark) plus the shard's bookkeeping of its outcome. An
+    /// outcome other than `Queued` never happens here; it is only counted.
     fn enqueue(&mut self, h: u32, buf: &Rc<Bytes>, msgs: u32) {
         let cap = self.cap;
-        let (r, s) = split(h);
-        let Some(conn) = self
-            .rings
-            .get_mut(r)
-            .and_then(|ring| ring.get_mut(s))
-            .and_then(|c| c.as_deref_mut())
-        else {
+        let Some(conn) = self.conn(h) else {
             return;
         };
-        let len = buf.len();
-        if conn.out_bytes + len > cap {
-            self.over_cap += 1;
-            return;
-        }
-        conn.out.push_back(Chunk {
+        let chunk = Chunk {
             buf: buf.clone(),
             off: 0,
             msgs,
-        });
-        conn.out_bytes += len;
-        if !conn.dirty && !conn.sending {
-            conn.dirty = true;
-            self.dirty.push(h);
+        };
+        match conn.enqueue(chunk, cap, false) {
+            Enqueued::Queued { newly_dirty, .. } => {
+                if newly_dirty {
+                    self.dirty.push(h);
+                }
+                self.messages_out += msgs as u64;
+                self.batches_out += 1;
+            }
+            _ => self.over_cap += 1,
         }
-        self.messages_out += msgs as u64;
-        self.batches_out += 1;
     }
 
     /// `Shard::fan_out_room`: find the room, wrap both transports' bytes once, enqueue for

@@ -170,6 +170,17 @@ pub enum SlowConsumer {
 }
 
 impl Config {
+    /// The defaults with every listener on 127.0.0.1 and an ephemeral port (tests, benchmarks,
+    /// several gateways on one host); the gateway reports the ports it got.
+    pub fn loopback_ephemeral() -> Config {
+        Config {
+            tcp_bind: "127.0.0.1:0".into(),
+            ws_bind: "127.0.0.1:0".into(),
+            metrics_bind: "127.0.0.1:0".into(),
+            ..Config::default()
+        }
+    }
+
     /// Parses a TOML document and checks it.
     pub fn from_toml(text: &str) -> Result<Config> {
         let config: Config = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;

@@ -98,6 +98,19 @@ impl OutQueue {
     }
 }
 
+/// What [`Conn::enqueue`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Queued; `newly_dirty`: the connection needs a write issued (none was pending); `dropped`:
+    /// messages of older chunks dropped to make room (drop-oldest).
+    Queued { newly_dirty: bool, dropped: u64 },
+    /// Not queued (drop-oldest, and even dropping every idle chunk left no room): `dropped`
+    /// counts the new chunk's messages and any dropped before it.
+    Dropped { dropped: u64 },
+    /// Not queued: past the cap, and the connection must be closed.
+    OverCap,
+}
+
 /// Input received but not yet used: a partial frame or handshake, or a fragmented WebSocket
 /// message. Allocated only while something is incomplete.
 #[derive(Default)]
@@ -194,6 +207,40 @@ impl Conn {
 
     pub fn unwatch(&mut self, ops: &[i32]) {
         self.accepts.retain(|a| !ops.contains(a));
+    }
+
+    /// Queues `chunk` under the outbound cap of `cap` bytes: the rule every push and reply goes
+    /// through. Past the cap, with `drop_oldest`, whole queued chunks that are not being written
+    /// are dropped (oldest first) until the new one fits, or the new one is dropped; without it,
+    /// nothing is queued and the caller must close the connection.
+    pub fn enqueue(&mut self, chunk: Chunk, cap: usize, drop_oldest: bool) -> Enqueued {
+        let len = chunk.remaining().len();
+        let mut dropped = 0u64;
+        if self.out_bytes + len > cap {
+            if !drop_oldest {
+                return Enqueued::OverCap;
+            }
+            while self.out_bytes + len > cap && self.out.len() > self.inflight as usize {
+                let Some(old) = self.out.remove(self.inflight as usize) else {
+                    break;
+                };
+                self.out_bytes -= old.remaining().len();
+                dropped += old.msgs as u64;
+            }
+            if self.out_bytes + len > cap {
+                return Enqueued::Dropped {
+                    dropped: dropped + chunk.msgs as u64,
+                };
+            }
+        }
+        self.out.push_back(chunk);
+        self.out_bytes += len;
+        let newly_dirty = !self.dirty && !self.sending;
+        self.dirty |= newly_dirty;
+        Enqueued::Queued {
+            newly_dirty,
+            dropped,
+        }
     }
 
     /// Takes the bytes of an incomplete frame or handshake (empty when there are none).
@@ -305,6 +352,64 @@ mod tests {
         assert_eq!(q.len(), 1);
         q.truncate(0);
         assert!(q.is_empty() && q.pop_front().is_none());
+    }
+
+    fn sized(n: usize, msgs: u32) -> Chunk {
+        Chunk {
+            buf: Rc::new(Bytes::from(vec![0u8; n])),
+            off: 0,
+            msgs,
+        }
+    }
+
+    #[test]
+    fn enqueue_marks_dirty_once_and_respects_the_cap() {
+        let mut c = Conn::new(1, Transport::Tcp, 0);
+        assert_eq!(
+            c.enqueue(sized(60, 1), 100, false),
+            Enqueued::Queued {
+                newly_dirty: true,
+                dropped: 0
+            }
+        );
+        assert_eq!(
+            c.enqueue(sized(40, 1), 100, false),
+            Enqueued::Queued {
+                newly_dirty: false,
+                dropped: 0
+            }
+        );
+        assert_eq!(c.enqueue(sized(1, 1), 100, false), Enqueued::OverCap);
+        assert_eq!(
+            (c.out.len(), c.out_bytes),
+            (2, 100),
+            "nothing queued past the cap"
+        );
+    }
+
+    #[test]
+    fn drop_oldest_never_drops_what_is_being_written() {
+        let mut c = Conn::new(1, Transport::Tcp, 0);
+        for _ in 0..3 {
+            c.enqueue(sized(30, 2), 100, true);
+        }
+        c.sending = true;
+        c.inflight = 1; // the first chunk is in a write
+        assert_eq!(
+            c.enqueue(sized(50, 5), 100, true),
+            Enqueued::Queued {
+                newly_dirty: false,
+                dropped: 4
+            }
+        );
+        assert_eq!(c.out.iter().map(|x| x.msgs).collect::<Vec<_>>(), vec![2, 5]);
+        assert_eq!(c.out_bytes, 80);
+        // Nothing idle left to drop: the new chunk itself is dropped.
+        assert_eq!(
+            c.enqueue(sized(90, 3), 100, true),
+            Enqueued::Dropped { dropped: 5 + 3 }
+        );
+        assert_eq!(c.out.iter().map(|x| x.msgs).collect::<Vec<_>>(), vec![2]);
     }
 
     #[test]

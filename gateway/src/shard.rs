@@ -18,7 +18,7 @@ use bytes::Bytes;
 use protocol::link::{Body, Session};
 
 use crate::config::{Config, SlowConsumer};
-use crate::conn::{Chunk, Conn, State, Transport};
+use crate::conn::{Chunk, Conn, Enqueued, State, Transport};
 use crate::inbox::{Inbox, ShardMsg};
 use crate::keys::{KeyTable, Owner};
 use crate::rooms::{OnlineTable, Rooms};
@@ -126,7 +126,8 @@ pub fn handle(ring: usize, slot: u32) -> u32 {
     (ring as u32) << 24 | slot
 }
 
-pub(crate) fn split(h: u32) -> (usize, usize) {
+/// The ring index and slot of a handle.
+pub fn split(h: u32) -> (usize, usize) {
     ((h >> 24) as usize, (h & 0x00ff_ffff) as usize)
 }
 
@@ -497,16 +498,36 @@ impl Shard {
         }
     }
 
-    /// Queues bytes for a connection, applying the outbound cap.
+    /// Queues bytes for a connection under its outbound cap ([`Conn::enqueue`]), and acts on
+    /// the outcome: the write to issue, the drops to count, the close to make.
     pub(crate) fn enqueue(&mut self, h: u32, buf: &Rc<Bytes>, msgs: u32, is_reply: bool) {
         let cap = self.shared.config.limits.outbound_cap_bytes;
-        let slow = self.shared.slow;
+        // A reply past the cap means the client reads nothing at all: always a close.
+        let drop_oldest = !is_reply && self.shared.slow == SlowConsumer::DropOldest;
         let Some(conn) = conn_of(&mut self.rings, h) else {
             return;
         };
-        let len = buf.len();
-        if conn.out_bytes + len > cap {
-            if is_reply || slow == SlowConsumer::Disconnect {
+        let chunk = Chunk {
+            buf: buf.clone(),
+            off: 0,
+            msgs,
+        };
+        match conn.enqueue(chunk, cap, drop_oldest) {
+            Enqueued::Queued {
+                newly_dirty,
+                dropped,
+            } => {
+                if newly_dirty {
+                    self.dirty.push(h);
+                }
+                self.stats.cap_dropped_messages += dropped;
+                if !is_reply {
+                    self.stats.messages_out += msgs as u64;
+                    self.stats.batches_out += 1;
+                }
+            }
+            Enqueued::Dropped { dropped } => self.stats.cap_dropped_messages += dropped,
+            Enqueued::OverCap => {
                 let gen_ = conn.gen_;
                 self.stats.cap_disconnects += 1;
                 self.to_close.push((
@@ -517,38 +538,7 @@ impl Shard {
                         protocol::ws::close_code::POLICY,
                     ),
                 ));
-                return;
             }
-            // drop-oldest: drop whole queued chunks that are not being written.
-            let mut dropped = 0u64;
-            while conn.out_bytes + len > cap && conn.out.len() > conn.inflight as usize {
-                let idx = conn.inflight as usize;
-                let Some(old) = conn.out.remove(idx) else {
-                    break;
-                };
-                conn.out_bytes -= old.remaining().len();
-                dropped += old.msgs as u64;
-            }
-            if conn.out_bytes + len > cap {
-                dropped += msgs as u64;
-                self.stats.cap_dropped_messages += dropped;
-                return;
-            }
-            self.stats.cap_dropped_messages += dropped;
-        }
-        conn.out.push_back(Chunk {
-            buf: buf.clone(),
-            off: 0,
-            msgs,
-        });
-        conn.out_bytes += len;
-        if !conn.dirty && !conn.sending {
-            conn.dirty = true;
-            self.dirty.push(h);
-        }
-        if !is_reply {
-            self.stats.messages_out += msgs as u64;
-            self.stats.batches_out += 1;
         }
     }
 

@@ -138,10 +138,8 @@ fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) -> anyhow::Resul
 
 fn gateway_config() -> gateway::Config {
     let mut c = gateway::Config {
-        tcp_bind: "127.0.0.1:0".into(),
-        ws_bind: "127.0.0.1:0".into(),
         metrics_bind: String::new(),
-        ..Default::default()
+        ..gateway::Config::loopback_ephemeral()
     };
     c.limits.heartbeat_timeout_ms = 3_600_000;
     // At rates past what the machine can deliver, queues grow on both servers; the bare writer

@@ -18,14 +18,7 @@ pub const JS_TOKEN: &str =
 
 /// A config on ephemeral loopback ports with short deadlines.
 pub fn config() -> Config {
-    let mut c = Config {
-        tcp_bind: "127.0.0.1:0".into(),
-        ws_bind: "127.0.0.1:0".into(),
-        metrics_bind: "127.0.0.1:0".into(),
-        ..Config::default()
-    };
-    c.engine.recv_buffers = 256;
-    c
+    Config::loopback_ephemeral()
 }
 
 pub fn start(c: Config) -> Gateway {

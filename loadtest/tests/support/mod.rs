@@ -15,14 +15,7 @@ use protocol::link::{Body, RoomBatch};
 
 /// A gateway config on ephemeral loopback ports (as the gateway's own tests use).
 pub fn config() -> Config {
-    let mut c = Config {
-        tcp_bind: "127.0.0.1:0".into(),
-        ws_bind: "127.0.0.1:0".into(),
-        metrics_bind: "127.0.0.1:0".into(),
-        ..Config::default()
-    };
-    c.engine.recv_buffers = 256;
-    c
+    Config::loopback_ephemeral()
 }
 
 pub fn start(c: Config) -> Gateway {
