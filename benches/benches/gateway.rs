@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
-use gateway::conn::{Chunk, Conn, Enqueued, State, Transport};
+use gateway::conn::{Conn, Enqueued, State, Transport};
 use gateway::inbox::{Inbox, ShardMsg};
 use gateway::rooms::{OnlineTable, Rooms};
 use protocol::batch::{Batch, BatchBuilder};
@@ -200,12 +200,7 @@ impl FanoutShard {
         let Some(conn) = self.conn(h) else {
             return;
         };
-        let chunk = Chunk {
-            buf: buf.clone(),
-            off: 0,
-            msgs,
-        };
-        match conn.enqueue(chunk, cap, false) {
+        match conn.enqueue(buf, msgs, cap, false) {
             Enqueued::Queued { newly_dirty, .. } => {
                 if newly_dirty {
                     self.dirty.push(h);

@@ -209,12 +209,18 @@ impl Conn {
         self.accepts.retain(|a| !ops.contains(a));
     }
 
-    /// Queues `chunk` under the outbound cap of `cap` bytes: the rule every push and reply goes
+    /// Queues `buf` (carrying `msgs` messages) under the outbound cap of `cap` bytes: the rule every push and reply goes
     /// through. Past the cap, with `drop_oldest`, whole queued chunks that are not being written
     /// are dropped (oldest first) until the new one fits, or the new one is dropped; without it,
     /// nothing is queued and the caller must close the connection.
-    pub fn enqueue(&mut self, chunk: Chunk, cap: usize, drop_oldest: bool) -> Enqueued {
-        let len = chunk.remaining().len();
+    pub fn enqueue(
+        &mut self,
+        buf: &Rc<Bytes>,
+        msgs: u32,
+        cap: usize,
+        drop_oldest: bool,
+    ) -> Enqueued {
+        let len = buf.len();
         let mut dropped = 0u64;
         if self.out_bytes + len > cap {
             if !drop_oldest {
@@ -229,11 +235,15 @@ impl Conn {
             }
             if self.out_bytes + len > cap {
                 return Enqueued::Dropped {
-                    dropped: dropped + chunk.msgs as u64,
+                    dropped: dropped + msgs as u64,
                 };
             }
         }
-        self.out.push_back(chunk);
+        self.out.push_back(Chunk {
+            buf: buf.clone(),
+            off: 0,
+            msgs,
+        });
         self.out_bytes += len;
         let newly_dirty = !self.dirty && !self.sending;
         self.dirty |= newly_dirty;
@@ -354,32 +364,28 @@ mod tests {
         assert!(q.is_empty() && q.pop_front().is_none());
     }
 
-    fn sized(n: usize, msgs: u32) -> Chunk {
-        Chunk {
-            buf: Rc::new(Bytes::from(vec![0u8; n])),
-            off: 0,
-            msgs,
-        }
+    fn sized(n: usize) -> Rc<Bytes> {
+        Rc::new(Bytes::from(vec![0u8; n]))
     }
 
     #[test]
     fn enqueue_marks_dirty_once_and_respects_the_cap() {
         let mut c = Conn::new(1, Transport::Tcp, 0);
         assert_eq!(
-            c.enqueue(sized(60, 1), 100, false),
+            c.enqueue(&sized(60), 1, 100, false),
             Enqueued::Queued {
                 newly_dirty: true,
                 dropped: 0
             }
         );
         assert_eq!(
-            c.enqueue(sized(40, 1), 100, false),
+            c.enqueue(&sized(40), 1, 100, false),
             Enqueued::Queued {
                 newly_dirty: false,
                 dropped: 0
             }
         );
-        assert_eq!(c.enqueue(sized(1, 1), 100, false), Enqueued::OverCap);
+        assert_eq!(c.enqueue(&sized(1), 1, 100, false), Enqueued::OverCap);
         assert_eq!(
             (c.out.len(), c.out_bytes),
             (2, 100),
@@ -391,12 +397,12 @@ mod tests {
     fn drop_oldest_never_drops_what_is_being_written() {
         let mut c = Conn::new(1, Transport::Tcp, 0);
         for _ in 0..3 {
-            c.enqueue(sized(30, 2), 100, true);
+            c.enqueue(&sized(30), 2, 100, true);
         }
         c.sending = true;
         c.inflight = 1; // the first chunk is in a write
         assert_eq!(
-            c.enqueue(sized(50, 5), 100, true),
+            c.enqueue(&sized(50), 5, 100, true),
             Enqueued::Queued {
                 newly_dirty: false,
                 dropped: 4
@@ -406,7 +412,7 @@ mod tests {
         assert_eq!(c.out_bytes, 80);
         // Nothing idle left to drop: the new chunk itself is dropped.
         assert_eq!(
-            c.enqueue(sized(90, 3), 100, true),
+            c.enqueue(&sized(90), 3, 100, true),
             Enqueued::Dropped { dropped: 5 + 3 }
         );
         assert_eq!(c.out.iter().map(|x| x.msgs).collect::<Vec<_>>(), vec![2]);

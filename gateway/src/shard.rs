@@ -507,12 +507,7 @@ impl Shard {
         let Some(conn) = conn_of(&mut self.rings, h) else {
             return;
         };
-        let chunk = Chunk {
-            buf: buf.clone(),
-            off: 0,
-            msgs,
-        };
-        match conn.enqueue(chunk, cap, drop_oldest) {
+        match conn.enqueue(buf, msgs, cap, drop_oldest) {
             Enqueued::Queued {
                 newly_dirty,
                 dropped,
