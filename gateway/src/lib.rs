@@ -63,7 +63,6 @@ pub struct Gateway {
     ws_addr: SocketAddr,
     ingress: Ingress,
     uplink: Option<Receiver<Body>>,
-    hub: Option<Arc<link::Hub>>,
     metrics_addr: Option<SocketAddr>,
 }
 
@@ -147,6 +146,7 @@ impl Gateway {
             inboxes,
             uplink: uplink_tx,
             uplink_on: AtomicBool::new(!config.dispatchers.is_empty()),
+            hub_dropped: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             epoch: Instant::now(),
             config,
@@ -193,11 +193,8 @@ impl Gateway {
             ring_full: Arc::new(AtomicU64::new(0)),
         };
         let mut uplink = Some(uplink_rx);
-        let mut hub = None;
         if !shared.config.dispatchers.is_empty() {
-            let h = link::Hub::start(uplink.take().expect("just set"));
-            hub = Some(h.clone());
-            let hub = h;
+            let hub = link::Hub::start(uplink.take().expect("just set"), shared.clone());
             let id = if shared.config.id.is_empty() {
                 hostname()
             } else {
@@ -218,21 +215,7 @@ impl Gateway {
         let metrics_addr = if shared.config.metrics_bind.is_empty() {
             None
         } else {
-            let (sh, hb) = (shared.clone(), hub.clone());
-            let dropped = move || {
-                let hub = hb.as_ref().map_or(0, |h| h.dropped.load(Ordering::Relaxed));
-                hub + sh
-                    .stats
-                    .iter()
-                    .map(|s| s.read().upstream_dropped)
-                    .sum::<u64>()
-            };
-            match metrics::serve(
-                &shared.config.metrics_bind,
-                shared.clone(),
-                ingress.clone(),
-                dropped,
-            ) {
+            match metrics::serve(&shared.config.metrics_bind, shared.clone(), ingress.clone()) {
                 Ok(addr) => Some(addr),
                 Err(e) => {
                     shared.stop.store(true, Ordering::Relaxed);
@@ -259,7 +242,6 @@ impl Gateway {
             ws_addr,
             ingress,
             uplink,
-            hub,
             metrics_addr,
         })
     }
@@ -311,11 +293,7 @@ impl Gateway {
     /// Session events and upstream messages that reached no dispatcher (no link up, or its
     /// queue full), counted here and in each shard's `upstream_dropped`.
     pub fn uplink_dropped(&self) -> u64 {
-        let hub = self
-            .hub
-            .as_ref()
-            .map_or(0, |h| h.dropped.load(Ordering::Relaxed));
-        hub + self.total().upstream_dropped
+        self.shared.uplink_dropped()
     }
 
     /// Rooms with members on this gateway and their counts.

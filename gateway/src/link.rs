@@ -14,21 +14,20 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use protocol::link::{self, Ack, Body, LinkMessage, Register, Renew, RoomCounts};
 
 use crate::ingress::Ingress;
+use crate::shard::Shared;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Fans the shards' uplink out to every connected dispatcher link. What no link takes (none
-/// connected, or a link's queue full) is counted in `dropped`.
+/// connected, or a link's queue full) is counted in `Shared::hub_dropped`.
 pub(crate) struct Hub {
     links: std::sync::Mutex<Vec<Sender<Body>>>,
-    pub(crate) dropped: std::sync::atomic::AtomicU64,
 }
 
 impl Hub {
-    pub(crate) fn start(uplink: Receiver<Body>) -> Arc<Hub> {
+    pub(crate) fn start(uplink: Receiver<Body>, shared: Arc<Shared>) -> Arc<Hub> {
         let hub = Arc::new(Hub {
             links: std::sync::Mutex::new(Vec::new()),
-            dropped: std::sync::atomic::AtomicU64::new(0),
         });
         let h = hub.clone();
         std::thread::Builder::new()
@@ -36,12 +35,18 @@ impl Hub {
             .spawn(move || {
                 for body in uplink {
                     let mut links = h.links.lock().unwrap_or_else(|p| p.into_inner());
-                    links.retain(|tx| {
-                        !matches!(
-                            tx.try_send(body.clone()),
-                            Err(crossbeam_channel::TrySendError::Disconnected(_))
-                        )
+                    let mut taken = false;
+                    links.retain(|tx| match tx.try_send(body.clone()) {
+                        Ok(()) => {
+                            taken = true;
+                            true
+                        }
+                        Err(crossbeam_channel::TrySendError::Full(_)) => true,
+                        Err(crossbeam_channel::TrySendError::Disconnected(_)) => false,
                     });
+                    if !taken {
+                        shared.hub_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             })
             .expect("spawning a thread");

@@ -13,7 +13,7 @@ use crate::shard::Shared;
 const GAUGES: [&str; 3] = ["connections", "authenticated", "rooms"];
 
 /// The exposition text for the current values.
-pub fn render(shared: &Shared, ingress: &Ingress, uplink_dropped: u64) -> String {
+pub fn render(shared: &Shared, ingress: &Ingress) -> String {
     let shards: Vec<_> = shared.stats.iter().map(|s| s.read()).collect();
     let mut out = String::new();
     if let Some(first) = shards.first() {
@@ -46,7 +46,7 @@ pub fn render(shared: &Shared, ingress: &Ingress, uplink_dropped: u64) -> String
             "corecast_gateway_uplink_dropped_total",
             "counter",
             "session events and upstream messages no dispatcher took",
-            uplink_dropped,
+            shared.uplink_dropped(),
         ),
         (
             "corecast_gateway_room_keys",
@@ -69,7 +69,6 @@ pub(crate) fn serve(
     addr: &str,
     shared: Arc<Shared>,
     ingress: Ingress,
-    uplink_dropped: impl Fn() -> u64 + Send + 'static,
 ) -> crate::Result<std::net::SocketAddr> {
     let server = tiny_http::Server::http(addr).map_err(|e| crate::Error::Listen {
         addr: addr.to_string(),
@@ -87,7 +86,7 @@ pub(crate) fn serve(
                     continue;
                 };
                 let response = if req.url() == "/metrics" {
-                    let body = render(&shared, &ingress, uplink_dropped());
+                    let body = render(&shared, &ingress);
                     tiny_http::Response::from_string(body).with_header(
                         "Content-Type: text/plain; version=0.0.4"
                             .parse::<tiny_http::Header>()

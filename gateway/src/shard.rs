@@ -39,6 +39,8 @@ pub struct Shared {
     /// Someone takes what is sent up (a dispatcher link, or `Gateway::take_uplink`). Without
     /// one, up-messages are counted as dropped instead of piling up in the channel.
     pub uplink_on: std::sync::atomic::AtomicBool,
+    /// Up-messages the link hub could hand to no dispatcher link (none up, or all full).
+    pub hub_dropped: std::sync::atomic::AtomicU64,
     pub stop: std::sync::atomic::AtomicBool,
     pub epoch: Instant,
 }
@@ -46,6 +48,13 @@ pub struct Shared {
 impl Shared {
     pub fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Session events and upstream messages that reached no dispatcher: refused by the shards'
+    /// uplink queue, or taken by no link.
+    pub fn uplink_dropped(&self) -> u64 {
+        let shards: u64 = self.stats.iter().map(|s| s.read().upstream_dropped).sum();
+        shards + self.hub_dropped.load(Ordering::Relaxed)
     }
 }
 

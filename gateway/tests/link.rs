@@ -200,3 +200,22 @@ fn a_link_sending_garbage_is_closed_and_dialled_again_while_clients_carry_on() {
     }));
     assert_eq!(c.recv_push().unwrap()[0].body, b"after");
 }
+
+#[test]
+fn up_messages_no_dispatcher_takes_are_counted_not_lost_silently() {
+    // A dispatcher that never answers: the link is never up.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut c = config();
+    c.dispatchers = vec![closed.to_string()];
+    let gw = start(c);
+    let mut client = Client::auth(&gw, Transport::Tcp, &token(5, "", "live://x", &[]));
+    client.send(1, protocol::op::SEND_MSG, 1, b"up");
+    assert_eq!(client.recv().unwrap().op, protocol::op::SEND_MSG);
+    // The online event and the upstream message both reached no link.
+    eventually(5, "2 up-messages counted as dropped", || {
+        gw.uplink_dropped() == 2
+    });
+}

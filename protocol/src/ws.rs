@@ -12,7 +12,7 @@ use std::ops::Range;
 
 use tungstenite::handshake::derive_accept_key;
 use tungstenite::protocol::frame::FrameHeader;
-use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
+use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
 use crate::{Error, Result};
 
@@ -255,16 +255,11 @@ pub fn close(code: u16, reason: &str) -> Vec<u8> {
 
 /// Close codes corecast uses.
 pub mod close_code {
-    use super::CloseCode;
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
     pub const PROTOCOL: u16 = 1002;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
-    /// The code tungstenite names for a given number, for log lines.
-    pub fn name(code: u16) -> String {
-        format!("{:?}", CloseCode::from(code))
-    }
 }
 
 fn control(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
@@ -420,6 +415,5 @@ mod tests {
         assert_eq!(c[1] as usize, 2 + 19);
         assert_eq!(&c[2..4], &1008u16.to_be_bytes());
         assert_eq!(close(1000, &"é".repeat(100)).len(), 2 + 2 + 122);
-        assert_eq!(close_code::name(1008), "Policy");
     }
 }
