@@ -90,7 +90,7 @@ impl Ingress {
             Body::RoomCounts(_) => Ok(0),
             other => Err(protocol::Error::LinkDecode(format!(
                 "a dispatcher sent {} which only gateways send",
-                body_name(&other)
+                other.name()
             ))),
         }
     }
@@ -121,20 +121,5 @@ impl Ingress {
     /// Times an inbox was found full.
     pub fn ring_full(&self) -> u64 {
         self.ring_full.load(Ordering::Relaxed)
-    }
-}
-
-/// The message's name, for errors and logs.
-pub fn body_name(body: &Body) -> &'static str {
-    match body {
-        Body::Register(_) => "Register",
-        Body::Renew(_) => "Renew",
-        Body::Session(_) => "Session",
-        Body::PushKeys(_) => "PushKeys",
-        Body::RoomBatch(_) => "RoomBatch",
-        Body::Broadcast(_) => "Broadcast",
-        Body::Upstream(_) => "Upstream",
-        Body::RoomCounts(_) => "RoomCounts",
-        Body::Ack(_) => "Ack",
     }
 }

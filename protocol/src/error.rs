@@ -54,6 +54,9 @@ pub enum Error {
     LinkDecode(String),
     #[error("link message has no body")]
     LinkEmpty,
+
+    #[error("queue message (goim PushMsg) does not decode: {0}")]
+    PushDecode(String),
 }
 
 /// `Result` with this crate's [`Error`].
@@ -86,6 +89,7 @@ impl Error {
             Error::LinkTooLong { .. } => "link_too_long",
             Error::LinkDecode(_) => "link_decode",
             Error::LinkEmpty => "link_empty",
+            Error::PushDecode(_) => "push_decode",
         }
     }
 }

@@ -10,7 +10,8 @@
 //!   the WebSocket bytes (WS header + outer op-9 header + inner frames) are reference-counted
 //!   slices, so nothing is copied per connection.
 //! - **between processes**: [`link`] holds the internal messages (prost) that gateways and
-//!   dispatchers exchange, with a length-prefixed framing.
+//!   dispatchers exchange, with a length-prefixed framing; [`push`] holds goim's queue message
+//!   (`PushMsg`, the Kafka value between the dispatcher's logic and job roles).
 //!
 //! Every decoder returns [`Error`] with the offending value in its message; none panics on any
 //! input (each has a cargo-fuzz target under `protocol/fuzz`).
@@ -20,6 +21,7 @@ pub mod error;
 pub mod frame;
 pub mod link;
 pub mod op;
+pub mod push;
 pub mod token;
 pub mod ws;
 

@@ -163,6 +163,23 @@ pub struct Ack {
     pub id: u64,
 }
 
+impl Body {
+    /// The message's name, for errors and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Body::Register(_) => "Register",
+            Body::Renew(_) => "Renew",
+            Body::Session(_) => "Session",
+            Body::PushKeys(_) => "PushKeys",
+            Body::RoomBatch(_) => "RoomBatch",
+            Body::Broadcast(_) => "Broadcast",
+            Body::Upstream(_) => "Upstream",
+            Body::RoomCounts(_) => "RoomCounts",
+            Body::Ack(_) => "Ack",
+        }
+    }
+}
+
 impl From<Body> for LinkMessage {
     fn from(body: Body) -> Self {
         LinkMessage { body: Some(body) }
