@@ -29,6 +29,7 @@ mod dial;
 pub mod error;
 pub mod hold;
 mod interrupt;
+pub mod listen;
 pub mod live;
 pub mod options;
 mod plan;
