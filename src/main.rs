@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod up;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -21,6 +23,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run everything in one process (the default main job): a gateway (TCP :3101, WebSocket
+    /// :3102) and a dispatcher (goim's HTTP API :3111) joined by the internal link, with the
+    /// embedded queue and the in-memory session registry.
+    Up {
+        /// Gateway TOML config (see gateway/gateway.toml); defaults when absent.
+        #[arg(long)]
+        gateway_config: Option<PathBuf>,
+        /// Dispatcher TOML config (see dispatcher/dispatcher.toml); defaults when absent.
+        #[arg(long)]
+        dispatcher_config: Option<PathBuf>,
+        /// Print both effective configs and exit.
+        #[arg(long)]
+        print_config: bool,
+    },
     /// Run the gateway (goim's comet): TCP :3101, WebSocket :3102 at /sub.
     Gateway {
         /// Gateway TOML config (see gateway/gateway.toml); defaults when absent.
@@ -30,6 +46,17 @@ enum Command {
         #[arg(long)]
         print_config: bool,
     },
+    /// Run a dispatcher (goim's logic and job roles): HTTP API :3111, gateway links :3119.
+    Dispatcher {
+        /// Dispatcher TOML config (see dispatcher/dispatcher.toml); defaults when absent.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the effective config and exit.
+        #[arg(long)]
+        print_config: bool,
+    },
+    /// Join a room as a goim client (TCP or WebSocket) and print every message that arrives.
+    Listen(loadtest::listen::ListenArgs),
     /// Hold goim connections to a gateway and count what arrives (the bundled load tester).
     Loadtest(loadtest::cli::Args),
     /// Mint a signed auth token (hmac mode) and print the op-7 JSON body.
@@ -66,15 +93,7 @@ fn main() -> anyhow::Result<()> {
             config,
             print_config,
         } => {
-            let config = match config {
-                Some(path) => {
-                    let text = std::fs::read_to_string(&path)
-                        .with_context(|| format!("reading {}", path.display()))?;
-                    gateway::Config::from_toml(&text)
-                        .with_context(|| format!("in {}", path.display()))?
-                }
-                None => gateway::Config::default(),
-            };
+            let config = gateway_config(config)?;
             if print_config {
                 print!("{}", config.to_toml());
                 return Ok(());
@@ -86,6 +105,40 @@ fn main() -> anyhow::Result<()> {
             gw.drain();
             gw.wait();
             Ok(())
+        }
+        Command::Up {
+            gateway_config: g,
+            dispatcher_config: d,
+            print_config,
+        } => up::run(gateway_config(g)?, dispatcher_config(d)?, print_config),
+        Command::Dispatcher {
+            config,
+            print_config,
+        } => {
+            let config = dispatcher_config(config)?;
+            if print_config {
+                print!("{}", config.to_toml());
+                return Ok(());
+            }
+            gateway::signal::block_termination_signals();
+            let d = dispatcher::Dispatcher::start(config)?;
+            let sig = gateway::signal::wait_for_termination();
+            tracing::info!(signal = sig, "stopping");
+            d.stop();
+            Ok(())
+        }
+        Command::Listen(args) => {
+            let mut out = std::io::stdout().lock();
+            match loadtest::listen::run(&args, &mut out) {
+                Ok(_) => Ok(()),
+                // `corecast listen | head`: the reader left, which is not a failure.
+                Err(loadtest::Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::BrokenPipe =>
+                {
+                    Ok(())
+                }
+                Err(e) => Err(e.into()),
+            }
         }
         Command::Loadtest(args) => {
             let report = loadtest::cli::run(&args)?;
@@ -122,4 +175,27 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn gateway_config(path: Option<PathBuf>) -> anyhow::Result<gateway::Config> {
+    Ok(match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            gateway::Config::from_toml(&text).with_context(|| format!("in {}", path.display()))?
+        }
+        None => gateway::Config::default(),
+    })
+}
+
+fn dispatcher_config(path: Option<PathBuf>) -> anyhow::Result<dispatcher::Config> {
+    Ok(match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            dispatcher::Config::from_toml(&text)
+                .with_context(|| format!("in {}", path.display()))?
+        }
+        None => dispatcher::Config::default(),
+    })
 }

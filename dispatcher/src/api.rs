@@ -1,0 +1,433 @@
+//! goim's HTTP API under `/goim/` (logic role): pushes are resolved (keys and mids through the
+//! registry), turned into goim `PushMsg`s and produced to the queue; the call answers once the
+//! queue holds them. Online counts and the node list come from the gateways' reports.
+//!
+//! Every answer is HTTP 200 with goim's envelope `{"code", "message", "data"}`: 0 OK, -400 a bad
+//! request (the message names the parameter), -500 a queue or registry failure (the message
+//! names the cause; bounded by `http.request_timeout_ms`, never a hang). `GET /metrics` serves
+//! the dispatcher's Prometheus counters.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use protocol::push::{PushMsg, PushType};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::App;
+use crate::nodes::{Backoff, Node, NodesReply};
+use crate::query::Params;
+
+/// The router for `App`.
+pub(crate) fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/goim/push/keys", post(push_keys))
+        .route("/goim/push/mids", post(push_mids))
+        .route("/goim/push/room", post(push_room))
+        .route("/goim/push/all", post(push_all))
+        .route("/goim/online/top", get(online_top))
+        .route("/goim/online/room", get(online_room))
+        .route("/goim/online/total", get(online_total))
+        .route("/goim/nodes/weighted", get(nodes_weighted))
+        .route("/goim/nodes/instances", get(nodes_instances))
+        .route("/metrics", get(metrics))
+        .with_state(app)
+}
+
+/// A goim answer: code, message, and data when there is some.
+struct Reply {
+    code: i32,
+    message: String,
+    data: Option<Value>,
+}
+
+impl Reply {
+    fn ok(data: Option<Value>) -> Reply {
+        Reply {
+            code: 0,
+            message: String::new(),
+            data,
+        }
+    }
+    fn bad(message: String) -> Reply {
+        Reply {
+            code: -400,
+            message,
+            data: None,
+        }
+    }
+    fn failed(message: String) -> Reply {
+        Reply {
+            code: -500,
+            message,
+            data: None,
+        }
+    }
+}
+
+/// Counts, logs and renders one answer.
+fn answer(app: &App, route: usize, started: Instant, reply: Reply) -> Response {
+    app.metrics.request(route, reply.code);
+    let name = crate::metrics::ROUTES[route];
+    if reply.code == 0 {
+        tracing::debug!("{name}: code 0 in {:?}", started.elapsed());
+    } else {
+        tracing::info!(
+            "{name}: code {} in {:?}: {}",
+            reply.code,
+            started.elapsed(),
+            reply.message
+        );
+    }
+    let mut body = serde_json::Map::new();
+    body.insert("code".into(), json!(reply.code));
+    body.insert("message".into(), json!(reply.message));
+    if let Some(data) = reply.data {
+        body.insert("data".into(), data);
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        Value::Object(body).to_string(),
+    )
+        .into_response()
+}
+
+/// Runs `f` within the request timeout; a timeout is a -500 naming `what`.
+async fn bounded<T>(
+    app: &App,
+    what: &str,
+    f: impl Future<Output = crate::Result<T>>,
+) -> Result<T, Reply> {
+    let ms = app.config.http.request_timeout_ms;
+    match tokio::time::timeout(Duration::from_millis(ms), f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Reply::failed(e.to_string())),
+        Err(_) => Err(Reply::failed(format!(
+            "{what} did not answer within {ms} ms"
+        ))),
+    }
+}
+
+/// Reads the request body (the message) within the size limit.
+async fn read_body(app: &App, body: Body) -> Result<Vec<u8>, Reply> {
+    let max = app.config.http.max_body_bytes;
+    match axum::body::to_bytes(body, max).await {
+        Ok(b) => Ok(b.to_vec()),
+        Err(e) => {
+            // to_bytes fails for a body over the limit, or a broken body.
+            let text = e.to_string();
+            if text.contains("length limit") {
+                Err(Reply::bad(format!(
+                    "body: larger than the {max}-byte limit"
+                )))
+            } else {
+                Err(Reply::bad(format!("body: could not be read: {text}")))
+            }
+        }
+    }
+}
+
+/// Produces every message to the queue, in order.
+async fn produce_all(app: &App, msgs: Vec<PushMsg>) -> Result<(), Reply> {
+    let backend = app.queue.backend();
+    for msg in msgs {
+        bounded(app, backend, app.queue.produce(msg)).await?;
+        crate::metrics::inc(&app.metrics.queue_produced);
+    }
+    Ok(())
+}
+
+fn key_pushes(op: i32, routes: crate::registry::Routes, body: &[u8]) -> Vec<PushMsg> {
+    routes
+        .into_iter()
+        .map(|(server, keys)| PushMsg {
+            r#type: PushType::Push as i32,
+            operation: op,
+            server,
+            keys,
+            msg: body.to_vec(),
+            ..Default::default()
+        })
+        .collect()
+}
+
+async fn push_keys(State(app): State<Arc<App>>, RawQuery(q): RawQuery, body: Body) -> Response {
+    let t = Instant::now();
+    let reply = async {
+        let p = Params::parse(q.as_deref());
+        let op = p.i32_or("operation", 0).map_err(Reply::bad)?;
+        let keys = p.list("keys");
+        if keys.is_empty() {
+            return Err(Reply::bad("keys: at least one key is required".into()));
+        }
+        let body = read_body(&app, body).await?;
+        let routes = bounded(
+            &app,
+            app.registry.backend(),
+            app.registry.routes_by_keys(&keys),
+        )
+        .await?;
+        produce_all(&app, key_pushes(op, routes, &body)).await?;
+        Ok(Reply::ok(None))
+    }
+    .await;
+    answer(&app, 0, t, reply.unwrap_or_else(|r| r))
+}
+
+async fn push_mids(State(app): State<Arc<App>>, RawQuery(q): RawQuery, body: Body) -> Response {
+    let t = Instant::now();
+    let reply = async {
+        let p = Params::parse(q.as_deref());
+        let op = p.i32_or("operation", 0).map_err(Reply::bad)?;
+        let mids = p.list_i64("mids").map_err(Reply::bad)?;
+        let body = read_body(&app, body).await?;
+        if mids.is_empty() {
+            // goim: an empty list is OK and does nothing.
+            return Ok(Reply::ok(None));
+        }
+        let routes = bounded(
+            &app,
+            app.registry.backend(),
+            app.registry.routes_by_mids(&mids),
+        )
+        .await?;
+        produce_all(&app, key_pushes(op, routes, &body)).await?;
+        Ok(Reply::ok(None))
+    }
+    .await;
+    answer(&app, 1, t, reply.unwrap_or_else(|r| r))
+}
+
+async fn push_room(State(app): State<Arc<App>>, RawQuery(q): RawQuery, body: Body) -> Response {
+    let t = Instant::now();
+    let reply = async {
+        let p = Params::parse(q.as_deref());
+        let op = p.i32_nonzero("operation").map_err(Reply::bad)?;
+        let kind = p.required("type").map_err(Reply::bad)?;
+        let room = p.required("room").map_err(Reply::bad)?;
+        let body = read_body(&app, body).await?;
+        let msg = PushMsg {
+            r#type: PushType::Room as i32,
+            operation: op,
+            room: format!("{kind}://{room}"),
+            msg: body,
+            ..Default::default()
+        };
+        produce_all(&app, vec![msg]).await?;
+        Ok(Reply::ok(None))
+    }
+    .await;
+    answer(&app, 2, t, reply.unwrap_or_else(|r| r))
+}
+
+async fn push_all(State(app): State<Arc<App>>, RawQuery(q): RawQuery, body: Body) -> Response {
+    let t = Instant::now();
+    let reply = async {
+        let p = Params::parse(q.as_deref());
+        let op = p.i32_nonzero("operation").map_err(Reply::bad)?;
+        let speed = p.i32_or("speed", 0).map_err(Reply::bad)?;
+        if speed < 0 {
+            return Err(Reply::bad(format!(
+                "speed: {speed} is negative (connections per second; 0 or absent: unpaced)"
+            )));
+        }
+        let body = read_body(&app, body).await?;
+        let msg = PushMsg {
+            r#type: PushType::Broadcast as i32,
+            operation: op,
+            speed,
+            msg: body,
+            ..Default::default()
+        };
+        produce_all(&app, vec![msg]).await?;
+        Ok(Reply::ok(None))
+    }
+    .await;
+    answer(&app, 3, t, reply.unwrap_or_else(|r| r))
+}
+
+#[derive(Serialize)]
+struct Top {
+    room_id: String,
+    count: i64,
+}
+
+async fn online_top(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> Response {
+    let t = Instant::now();
+    let reply = (|| {
+        let p = Params::parse(q.as_deref());
+        let kind = p.required("type").map_err(Reply::bad)?;
+        let limit = p.i32_nonzero("limit").map_err(Reply::bad)?;
+        if limit < 0 {
+            return Err(Reply::bad(format!("limit: {limit} is negative")));
+        }
+        // goim: a plain prefix match on the room key, room_id without "type://".
+        let mut top: Vec<Top> = app
+            .cluster
+            .room_totals()
+            .into_iter()
+            .filter(|(room, n)| room.starts_with(&kind) && *n > 0)
+            .map(|(room, count)| Top {
+                room_id: room
+                    .split_once("://")
+                    .map(|(_, id)| id.to_string())
+                    .unwrap_or(room),
+                count,
+            })
+            .collect();
+        top.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| a.room_id.cmp(&b.room_id))
+        });
+        top.truncate(limit as usize);
+        Ok(Reply::ok(Some(json!(top))))
+    })();
+    answer(&app, 4, t, reply.unwrap_or_else(|r| r))
+}
+
+async fn online_room(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> Response {
+    let t = Instant::now();
+    let reply = (|| {
+        let p = Params::parse(q.as_deref());
+        let kind = p.required("type").map_err(Reply::bad)?;
+        let rooms = p.list("rooms");
+        if rooms.is_empty() {
+            return Err(Reply::bad("rooms: at least one room is required".into()));
+        }
+        let totals = app.cluster.room_totals();
+        let counts: BTreeMap<String, i64> = rooms
+            .into_iter()
+            .map(|r| {
+                let n = totals.get(&format!("{kind}://{r}")).copied().unwrap_or(0);
+                (r, n)
+            })
+            .collect();
+        Ok(Reply::ok(Some(json!(counts))))
+    })();
+    answer(&app, 5, t, reply.unwrap_or_else(|r| r))
+}
+
+async fn online_total(State(app): State<Arc<App>>) -> Response {
+    let t = Instant::now();
+    let (mut ips, mut conns) = (0u64, 0u64);
+    for g in app.cluster.infos().iter().filter(|g| !g.offline) {
+        ips += g.ip_count;
+        conns += g.conn_count;
+    }
+    let data = json!({"ip_count": ips, "conn_count": conns});
+    answer(&app, 6, t, Reply::ok(Some(data)))
+}
+
+async fn nodes_weighted(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> Response {
+    let t = Instant::now();
+    let p = Params::parse(q.as_deref());
+    let platform = p.list("platform").into_iter().next().unwrap_or_default();
+    let node = &app.config.node;
+    let live: Vec<Node> = app
+        .cluster
+        .infos()
+        .into_iter()
+        .filter(|g| !g.offline)
+        .map(|g| Node {
+            id: g.id,
+            weight: i64::from(g.weight),
+            conn_count: i64::try_from(g.conn_count).unwrap_or(i64::MAX),
+            addrs: g.addrs,
+        })
+        .collect();
+    let nodes = {
+        let mut b = app.balancer.lock().unwrap_or_else(|p| p.into_inner());
+        b.update(&live);
+        b.pick(
+            &platform,
+            node.region_weight,
+            &node.host_domain,
+            &node.default_domain,
+        )
+    };
+    let b = &app.config.backoff;
+    let reply = NodesReply {
+        domain: node.default_domain.clone(),
+        tcp_port: node.tcp_port,
+        ws_port: node.ws_port,
+        wss_port: node.wss_port,
+        heartbeat: node.heartbeat_secs,
+        heartbeat_max: node.heartbeat_max,
+        nodes,
+        backoff: Some(Backoff {
+            max_delay: b.max_delay,
+            base_delay: b.base_delay,
+            factor: b.factor,
+            jitter: b.jitter,
+        }),
+    };
+    // Through text, so f32 knobs print as written (1.8, not 1.7999999523162842), as goim's do.
+    let data = serde_json::to_string(&reply)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    answer(&app, 7, t, Reply::ok(Some(data)))
+}
+
+async fn nodes_instances(State(app): State<Arc<App>>) -> Response {
+    let t = Instant::now();
+    // goim's discovery instance shape; metadata values are strings, as in discovery.
+    let list: Vec<Value> = app
+        .cluster
+        .infos()
+        .into_iter()
+        .map(|g| {
+            json!({
+                "region": "",
+                "zone": "",
+                "env": "",
+                "appid": "goim.comet",
+                "hostname": g.id,
+                "addrs": g.addrs,
+                "version": env!("CARGO_PKG_VERSION"),
+                "latest_timestamp": g.updated_unix_ns,
+                "metadata": {
+                    "weight": g.weight.to_string(),
+                    "offline": g.offline.to_string(),
+                    "addrs": g.addrs.join(","),
+                    "conn_count": g.conn_count.to_string(),
+                    "ip_count": g.ip_count.to_string(),
+                },
+            })
+        })
+        .collect();
+    answer(&app, 8, t, Reply::ok(Some(Value::Array(list))))
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let (gateways, linked) = app.cluster.counts();
+    let text = app.metrics.render(&[
+        ("gateways", "Registered gateways.", gateways as u64),
+        (
+            "gateways_linked",
+            "Registered gateways with a live link.",
+            linked as u64,
+        ),
+        (
+            "sessions",
+            "Sessions in the registry.",
+            app.registry.sessions() as u64,
+        ),
+    ]);
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        text,
+    )
+        .into_response()
+}

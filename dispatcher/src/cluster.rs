@@ -1,0 +1,224 @@
+//! The gateways this dispatcher knows: their registrations (addresses, weight, connection and IP
+//! counts), their room online counts, their link state, and their outbound queues.
+//!
+//! A gateway enters on its first `Register`, renews every few seconds, and leaves when it stops
+//! renewing (`links.renew_timeout_ms`) or when its link stays down past `links.relink_grace_ms`.
+//! While its link is down it is shown offline in the node list and its pushes wait in its
+//! outbox, to be sent when it dials again.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use protocol::link::{Register, Renew};
+use tokio::net::tcp::OwnedWriteHalf;
+
+use crate::config::LinksConfig;
+use crate::metrics::Metrics;
+use crate::outbox::{Ctl, Outbox, Outgoing};
+use crate::queue::Done;
+
+/// What the node list shows of a gateway.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GatewayInfo {
+    pub id: String,
+    pub addrs: Vec<String>,
+    pub weight: i32,
+    pub conn_count: u64,
+    pub ip_count: u64,
+    /// Reported offline by the gateway (draining), or its link is down.
+    pub offline: bool,
+    /// Last registration or renewal, nanoseconds since the Unix epoch.
+    pub updated_unix_ns: i64,
+}
+
+struct Entry {
+    info: GatewayInfo,
+    reported_offline: bool,
+    epoch: u64,
+    last_renew: Instant,
+    down_since: Option<Instant>,
+    rooms: HashMap<String, i32>,
+    outbox: Outbox,
+}
+
+/// The gateway table.
+pub struct Cluster {
+    entries: Mutex<HashMap<String, Entry>>,
+    epochs: AtomicU64,
+    cfg: LinksConfig,
+    metrics: Arc<Metrics>,
+}
+
+fn unix_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+impl Cluster {
+    pub fn new(cfg: LinksConfig, metrics: Arc<Metrics>) -> Cluster {
+        Cluster {
+            entries: Mutex::new(HashMap::new()),
+            epochs: AtomicU64::new(1),
+            cfg,
+            metrics,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A gateway registered on a new link; returns the link's epoch (later events from an
+    /// older link of the same gateway are ignored). Must run inside the runtime.
+    pub(crate) fn register(&self, reg: &Register, writer: OwnedWriteHalf) -> u64 {
+        let epoch = self.epochs.fetch_add(1, Ordering::Relaxed);
+        let mut entries = self.lock();
+        let entry = entries
+            .entry(reg.gateway_id.clone())
+            .or_insert_with(|| Entry {
+                info: GatewayInfo {
+                    id: reg.gateway_id.clone(),
+                    addrs: Vec::new(),
+                    weight: 0,
+                    conn_count: 0,
+                    ip_count: 0,
+                    offline: false,
+                    updated_unix_ns: 0,
+                },
+                reported_offline: false,
+                epoch,
+                last_renew: Instant::now(),
+                down_since: None,
+                rooms: HashMap::new(),
+                outbox: Outbox::spawn(
+                    reg.gateway_id.clone(),
+                    self.cfg.clone(),
+                    self.metrics.clone(),
+                ),
+            });
+        entry.info.addrs = reg.addrs.clone();
+        entry.info.weight = reg.weight;
+        entry.info.conn_count = reg.conn_count;
+        entry.info.ip_count = reg.ip_count;
+        entry.info.updated_unix_ns = unix_ns();
+        entry.reported_offline = reg.offline;
+        entry.info.offline = reg.offline;
+        entry.epoch = epoch;
+        entry.last_renew = Instant::now();
+        entry.down_since = None;
+        let _ = entry.outbox.ctl.send(Ctl::Linked(writer));
+        epoch
+    }
+
+    /// A renewal on the link of this epoch.
+    pub(crate) fn renew(&self, id: &str, epoch: u64, r: &Renew) {
+        let mut entries = self.lock();
+        if let Some(e) = entries.get_mut(id)
+            && e.epoch == epoch
+        {
+            e.info.conn_count = r.conn_count;
+            e.info.ip_count = r.ip_count;
+            e.reported_offline = r.offline;
+            e.info.offline = r.offline;
+            e.info.updated_unix_ns = unix_ns();
+            e.last_renew = Instant::now();
+        }
+    }
+
+    /// This gateway's room online counts (goim's RenewOnline); replaces the previous report.
+    pub(crate) fn room_counts(&self, id: &str, epoch: u64, counts: HashMap<String, i32>) {
+        let mut entries = self.lock();
+        if let Some(e) = entries.get_mut(id)
+            && e.epoch == epoch
+        {
+            e.rooms = counts;
+        }
+    }
+
+    pub(crate) fn ack(&self, id: &str, push_id: u64) {
+        if let Some(e) = self.lock().get(id) {
+            let _ = e.outbox.ctl.send(Ctl::Ack(push_id));
+        }
+    }
+
+    /// The link of this epoch closed: pushes wait for a re-dial, the node shows offline.
+    pub(crate) fn unlinked(&self, id: &str, epoch: u64) {
+        let mut entries = self.lock();
+        if let Some(e) = entries.get_mut(id)
+            && e.epoch == epoch
+        {
+            e.down_since = Some(Instant::now());
+            e.info.offline = true;
+            let _ = e.outbox.ctl.send(Ctl::Unlinked);
+        }
+    }
+
+    /// Removes gateways that stopped renewing or stayed unlinked too long; returns their ids.
+    pub(crate) fn sweep(&self, now: Instant) -> Vec<String> {
+        let renew = Duration::from_millis(self.cfg.renew_timeout_ms);
+        let grace = Duration::from_millis(self.cfg.relink_grace_ms);
+        let mut entries = self.lock();
+        let gone: Vec<String> = entries
+            .iter()
+            .filter(|(_, e)| match e.down_since {
+                Some(t) => now.saturating_duration_since(t) >= grace,
+                None => now.saturating_duration_since(e.last_renew) >= renew,
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &gone {
+            entries.remove(id);
+        }
+        gone
+    }
+
+    /// Queues a push for gateway `id`. False when no such gateway is registered.
+    pub(crate) async fn send(&self, id: &str, out: Outgoing, done: Done) -> bool {
+        let tx = match self.lock().get(id) {
+            Some(e) => e.outbox.push.clone(),
+            None => return false,
+        };
+        tx.send((out, done)).await.is_ok()
+    }
+
+    /// Every registered gateway with its connection count (targets of room batches and
+    /// broadcasts), sorted by id.
+    pub fn targets(&self) -> Vec<(String, u64)> {
+        let mut t: Vec<(String, u64)> = self
+            .lock()
+            .values()
+            .map(|e| (e.info.id.clone(), e.info.conn_count))
+            .collect();
+        t.sort();
+        t
+    }
+
+    /// The node list, sorted by id.
+    pub fn infos(&self) -> Vec<GatewayInfo> {
+        let mut v: Vec<GatewayInfo> = self.lock().values().map(|e| e.info.clone()).collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// Room online counts summed over gateways (room key → members).
+    pub fn room_totals(&self) -> HashMap<String, i64> {
+        let mut totals: HashMap<String, i64> = HashMap::new();
+        for e in self.lock().values() {
+            for (room, n) in &e.rooms {
+                *totals.entry(room.clone()).or_default() += i64::from(*n);
+            }
+        }
+        totals
+    }
+
+    /// Registered gateways, and how many have a live link.
+    pub fn counts(&self) -> (usize, usize) {
+        let entries = self.lock();
+        let linked = entries.values().filter(|e| e.down_since.is_none()).count();
+        (entries.len(), linked)
+    }
+}

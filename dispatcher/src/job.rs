@@ -1,0 +1,203 @@
+//! goim's job role: takes messages off the queue in order and sends them to the gateways.
+//!
+//! - ROOM messages go through the room [`Batcher`]; a flushed batch goes to every registered
+//!   gateway (a gateway without members of the room ignores it, as goim's comets do).
+//! - PUSH messages (keys on one gateway, resolved by the logic role) go to that gateway only.
+//! - BROADCAST messages go to every gateway, `speed` split over them in proportion to their
+//!   connection counts (evenly when none has reported any; never a division by zero).
+//!
+//! Each push holds the message's completion token until its gateway acknowledges it, so the
+//! queue learns a message is finished only once every gateway concerned has it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use protocol::frame;
+use protocol::push::{PushMsg, PushType};
+use tokio::sync::mpsc;
+
+use crate::App;
+use crate::batcher::{Batcher, Flush};
+use crate::metrics::inc;
+use crate::outbox::Outgoing;
+use crate::queue::{Delivery, Done};
+
+/// Runs until the queue closes.
+pub(crate) async fn run(mut rx: mpsc::Receiver<Delivery>, app: Arc<App>) {
+    let cfg = &app.config.job;
+    let linger = Duration::from_millis(cfg.room_linger_ms);
+    let mut batcher = Batcher::new(cfg.room_batch, cfg.room_batch_bytes, linger);
+    loop {
+        let deadline = batcher.next_deadline();
+        let next = tokio::select! {
+            d = rx.recv() => match d {
+                Some(d) => Some(d),
+                None => break,
+            },
+            _ = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            } => None,
+        };
+        if let Some(d) = next {
+            handle(&app, &mut batcher, d).await;
+            // Take whatever else is already queued before flushing on time.
+            while let Ok(d) = rx.try_recv() {
+                handle(&app, &mut batcher, d).await;
+                if batcher.active() > 4096 {
+                    break;
+                }
+            }
+        }
+        let flushes = if linger.is_zero() {
+            batcher.all()
+        } else {
+            batcher.due(Instant::now())
+        };
+        for f in flushes {
+            send_room(&app, f).await;
+        }
+    }
+    for f in batcher.all() {
+        send_room(&app, f).await;
+    }
+}
+
+fn inner_frame(op: i32, body: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(frame::HEADER_LEN + body.len());
+    frame::encode(&mut out, frame::PUSH_VER, op, 0, body);
+    Bytes::from(out)
+}
+
+async fn handle(app: &Arc<App>, batcher: &mut Batcher, d: Delivery) {
+    inc(&app.metrics.queue_consumed);
+    let Delivery { msg, done } = d;
+    let kind = match msg.kind() {
+        Ok(k) => k,
+        Err(e) => {
+            inc(&app.metrics.queue_bad_messages);
+            tracing::warn!("queue message skipped: {e}");
+            return;
+        }
+    };
+    match kind {
+        PushType::Room => {
+            if let Some(f) = batcher.add(&msg.room, msg.operation, &msg.msg, done, Instant::now()) {
+                send_room(app, f).await;
+            }
+        }
+        PushType::Push => send_keys(app, msg, done).await,
+        PushType::Broadcast => send_broadcast(app, msg, done).await,
+    }
+}
+
+async fn send_room(app: &Arc<App>, f: Flush) {
+    let frames = Bytes::from(f.frames);
+    let dones = f.dones;
+    // One token for the whole batch: it releases the messages' tokens when every gateway
+    // has acknowledged the batch.
+    let done = Done::on_complete(move || drop(dones));
+    app.metrics
+        .room_messages
+        .fetch_add(f.count as u64, std::sync::atomic::Ordering::Relaxed);
+    for (gateway, _) in app.cluster.targets() {
+        let out = Outgoing::Room {
+            room: f.room.clone(),
+            frames: frames.clone(),
+        };
+        if app.cluster.send(&gateway, out, done.clone()).await {
+            inc(&app.metrics.room_batches);
+        }
+    }
+}
+
+async fn send_keys(app: &Arc<App>, msg: PushMsg, done: Done) {
+    let out = Outgoing::Keys {
+        frames: inner_frame(msg.operation, &msg.msg),
+        keys: msg.keys,
+        op: msg.operation,
+    };
+    if app.cluster.send(&msg.server, out, done).await {
+        inc(&app.metrics.key_pushes);
+    } else {
+        let n = app
+            .metrics
+            .pushes_no_gateway
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(
+                "key push for gateway {:?} dropped: no such gateway is registered ({n} so far)",
+                msg.server
+            );
+        }
+    }
+}
+
+/// Splits `speed` (connections per second over the cluster) over gateways in proportion to
+/// their connection counts; every gateway gets at least 1 when `speed` > 0. 0 means unpaced.
+pub fn split_speed(speed: i32, conns: &[u64]) -> Vec<i32> {
+    if speed <= 0 || conns.is_empty() {
+        return vec![0; conns.len()];
+    }
+    let total: u128 = conns.iter().map(|&c| u128::from(c)).sum();
+    conns
+        .iter()
+        .map(|&c| {
+            let share = (u128::from(speed.unsigned_abs()) * u128::from(c))
+                .checked_div(total)
+                .map_or(i64::from(speed) / conns.len() as i64, |v| v as i64);
+            share.clamp(1, i64::from(speed)) as i32
+        })
+        .collect()
+}
+
+async fn send_broadcast(app: &Arc<App>, msg: PushMsg, done: Done) {
+    let targets = app.cluster.targets();
+    if targets.is_empty() {
+        let n = app
+            .metrics
+            .broadcasts_no_gateway
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(
+                "broadcast (op {}) reached no gateway: none is registered ({n} so far)",
+                msg.operation
+            );
+        }
+        return;
+    }
+    let conns: Vec<u64> = targets.iter().map(|(_, c)| *c).collect();
+    let speeds = split_speed(msg.speed, &conns);
+    let frames = inner_frame(msg.operation, &msg.msg);
+    for ((gateway, _), speed) in targets.iter().zip(speeds) {
+        let out = Outgoing::Broadcast {
+            op: msg.operation,
+            speed,
+            frames: frames.clone(),
+        };
+        if app.cluster.send(gateway, out, done.clone()).await {
+            inc(&app.metrics.broadcasts);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn speed_follows_connection_counts() {
+        assert_eq!(split_speed(100, &[300, 100]), vec![75, 25]);
+        assert_eq!(split_speed(100, &[0, 0]), vec![50, 50]);
+        assert_eq!(split_speed(1, &[5, 5, 5]), vec![1, 1, 1]);
+        assert_eq!(split_speed(0, &[5, 5]), vec![0, 0]);
+        assert_eq!(split_speed(-3, &[5]), vec![0]);
+        assert!(split_speed(100, &[]).is_empty());
+        assert_eq!(split_speed(i32::MAX, &[u64::MAX, 1]), vec![i32::MAX - 1, 1]);
+    }
+}

@@ -1,0 +1,207 @@
+//! The dispatcher's side of the internal link: gateways dial in, send `Register` first, then
+//! renewals, room counts, session events, upstream client messages and acks; pushes go down
+//! through the gateway's outbox (`outbox`).
+//!
+//! A link that sends anything else first, a message that does not decode, one over
+//! `links.max_message_bytes`, or a message only dispatchers send, is closed, counted in
+//! `links_rejected` and logged with the peer's address; nothing else is affected.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use protocol::link::{self, Body, Register, Session};
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::App;
+use crate::metrics::inc;
+
+/// Accepts gateway links until the runtime stops.
+pub(crate) async fn serve(listener: TcpListener, app: Arc<App>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let app = app.clone();
+                tokio::spawn(async move {
+                    if let Err(reason) = handle(stream, &app).await {
+                        inc(&app.metrics.links_rejected);
+                        tracing::warn!("gateway link from {peer} closed: {reason}");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!("link accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Reads into `buf` until one message is whole. `Ok(None)`: the peer closed cleanly.
+async fn read_one(
+    rd: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<Body>, String> {
+    loop {
+        if let Some(body) = link::decode(buf, max).map_err(|e| e.to_string())? {
+            return Ok(Some(body));
+        }
+        buf.reserve(64 * 1024);
+        match rd.read_buf(buf).await {
+            Ok(0) if buf.is_empty() => return Ok(None),
+            Ok(0) => {
+                return Err(format!(
+                    "closed in the middle of a message ({} bytes)",
+                    buf.len()
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(format!("read failed: {e}")),
+        }
+    }
+}
+
+async fn handle(stream: TcpStream, app: &Arc<App>) -> Result<(), String> {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, wr) = stream.into_split();
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let max = app.config.links.max_message_bytes;
+    let wait = Duration::from_millis(app.config.links.register_timeout_ms);
+    let reg: Register = match tokio::time::timeout(wait, read_one(&mut rd, &mut buf, max)).await {
+        Err(_) => return Err(format!("no Register within {} ms", wait.as_millis())),
+        Ok(Ok(None)) => return Err("closed before registering".into()),
+        Ok(Err(e)) => return Err(e),
+        Ok(Ok(Some(Body::Register(reg)))) => reg,
+        Ok(Ok(Some(other))) => {
+            return Err(format!(
+                "first message was {}, expected Register",
+                other.name()
+            ));
+        }
+    };
+    if reg.gateway_id.is_empty() {
+        return Err("Register has an empty gateway_id".into());
+    }
+    let id = reg.gateway_id.clone();
+    let epoch = app.cluster.register(&reg, wr);
+    inc(&app.metrics.links_registered);
+    tracing::info!(
+        "gateway {id} linked (addrs {:?}, weight {}, {} connections)",
+        reg.addrs,
+        reg.weight,
+        reg.conn_count
+    );
+    let result = read_loop(&mut rd, &mut buf, app, &id, epoch).await;
+    app.cluster.unlinked(&id, epoch);
+    if result.is_ok() {
+        tracing::info!("gateway {id} link closed");
+    }
+    result.map_err(|e| format!("gateway {id}: {e}"))
+}
+
+async fn read_loop(
+    rd: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    app: &Arc<App>,
+    id: &str,
+    epoch: u64,
+) -> Result<(), String> {
+    let max = app.config.links.max_message_bytes;
+    let mut sessions: Vec<Session> = Vec::new();
+    loop {
+        // Take every whole message already read; session events are applied as one batch.
+        let mut bodies = Vec::new();
+        loop {
+            match link::decode(buf, max) {
+                Ok(Some(body)) => bodies.push(body),
+                Ok(None) => break,
+                Err(e) => {
+                    // Apply what came before the bad message, then close.
+                    apply(app, id, epoch, bodies, &mut sessions).await?;
+                    return Err(e.to_string());
+                }
+            }
+        }
+        apply(app, id, epoch, bodies, &mut sessions).await?;
+        buf.reserve(64 * 1024);
+        match rd.read_buf(buf).await {
+            Ok(0) if buf.is_empty() => return Ok(()),
+            Ok(0) => {
+                return Err(format!(
+                    "closed in the middle of a message ({} bytes)",
+                    buf.len()
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(format!("read failed: {e}")),
+        }
+    }
+}
+
+async fn apply(
+    app: &Arc<App>,
+    id: &str,
+    epoch: u64,
+    bodies: Vec<Body>,
+    sessions: &mut Vec<Session>,
+) -> Result<(), String> {
+    for body in bodies {
+        if let Body::Session(s) = body {
+            sessions.push(s);
+            continue;
+        }
+        flush_sessions(app, id, sessions).await;
+        match body {
+            Body::Renew(r) => app.cluster.renew(id, epoch, &r),
+            Body::RoomCounts(rc) => app.cluster.room_counts(id, epoch, rc.counts),
+            Body::Ack(a) => app.cluster.ack(id, a.id),
+            Body::Upstream(u) => {
+                inc(&app.metrics.upstream_messages);
+                tracing::debug!(
+                    "upstream from gateway {id}: mid {} key {} op {} ({} bytes)",
+                    u.mid,
+                    u.key,
+                    u.op,
+                    u.body.len()
+                );
+            }
+            other => {
+                return Err(format!(
+                    "sent {}, which a gateway never sends on a registered link",
+                    other.name()
+                ));
+            }
+        }
+    }
+    flush_sessions(app, id, sessions).await;
+    Ok(())
+}
+
+async fn flush_sessions(app: &Arc<App>, id: &str, sessions: &mut Vec<Session>) {
+    if sessions.is_empty() {
+        return;
+    }
+    app.metrics
+        .session_events
+        .fetch_add(sessions.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    let wait = Duration::from_millis(app.config.http.request_timeout_ms);
+    let outcome = tokio::time::timeout(wait, app.registry.apply(id, sessions)).await;
+    let err = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some(format!("no answer within {} ms", wait.as_millis())),
+    };
+    if let Some(err) = err {
+        app.metrics
+            .session_errors
+            .fetch_add(sessions.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(
+            "gateway {id}: {} session events not applied: {err}",
+            sessions.len()
+        );
+    }
+    sessions.clear();
+}

@@ -1,0 +1,155 @@
+//! The dispatcher's counters, rendered as Prometheus text at `GET /metrics` on the HTTP port.
+//! Every drop, rejection and failure the dispatcher decides on is counted here (and logged
+//! where it happens), so nothing is lost silently.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// HTTP routes, for per-route request counts.
+pub const ROUTES: [&str; 10] = [
+    "push_keys",
+    "push_mids",
+    "push_room",
+    "push_all",
+    "online_top",
+    "online_room",
+    "online_total",
+    "nodes_weighted",
+    "nodes_instances",
+    "other",
+];
+
+/// goim's business codes, for per-route request counts.
+pub const CODES: [i32; 3] = [0, -400, -500];
+
+macro_rules! counters {
+    ($($(#[doc = $doc:literal])+ $name:ident,)+) => {
+        /// Monotonic counters (and a few gauges), updated with relaxed atomics.
+        #[derive(Default)]
+        pub struct Metrics {
+            $($(#[doc = $doc])+ pub $name: AtomicU64,)+
+            /// HTTP requests by route and business code.
+            pub requests: [[AtomicU64; CODES.len()]; ROUTES.len()],
+        }
+
+        impl Metrics {
+            fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
+                vec![$((stringify!($name), concat!($($doc),+), self.$name.load(Ordering::Relaxed)),)+]
+            }
+        }
+    };
+}
+
+counters! {
+    /// Messages the queue accepted from the HTTP API.
+    queue_produced,
+    /// Messages the job took off the queue.
+    queue_consumed,
+    /// Queue messages that did not decode (skipped, logged).
+    queue_bad_messages,
+    /// Room batches sent to gateways (one per gateway per flush).
+    room_batches,
+    /// Room messages flushed (each counted once, however many gateways got it).
+    room_messages,
+    /// Key pushes sent to gateways.
+    key_pushes,
+    /// Broadcasts sent to gateways.
+    broadcasts,
+    /// Pushes for a gateway no longer (or never) registered: not deliverable.
+    pushes_no_gateway,
+    /// Broadcasts made while no gateway was registered.
+    broadcasts_no_gateway,
+    /// Pushes acknowledged by gateways.
+    gateway_acks,
+    /// Pushes dropped because a gateway's buffer was full (oldest first).
+    gateway_buffer_dropped,
+    /// Pushes dropped, unacknowledged, when their gateway was removed.
+    gateway_removed_dropped,
+    /// Gateway links accepted (registered).
+    links_registered,
+    /// Gateway links closed for a protocol error (garbage, wrong first message, oversize).
+    links_rejected,
+    /// Gateways removed (renewal timeout or relink grace expired).
+    gateways_removed,
+    /// Session events received from gateways.
+    session_events,
+    /// Session events the registry failed to apply.
+    session_errors,
+    /// Upstream client messages received from gateways.
+    upstream_messages,
+}
+
+impl Metrics {
+    /// Counts one HTTP request.
+    pub fn request(&self, route: usize, code: i32) {
+        let c = CODES.iter().position(|&x| x == code).unwrap_or(2);
+        self.requests[route.min(ROUTES.len() - 1)][c].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Prometheus text exposition; `gauges` are added as-is (name, help, value).
+    pub fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
+        let mut out = String::new();
+        for (name, help, v) in self.counters() {
+            let _ = writeln!(
+                out,
+                "# HELP corecast_dispatcher_{name}_total {}",
+                help.trim()
+            );
+            let _ = writeln!(out, "# TYPE corecast_dispatcher_{name}_total counter");
+            let _ = writeln!(out, "corecast_dispatcher_{name}_total {v}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP corecast_dispatcher_http_requests_total HTTP API requests by route and goim code."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE corecast_dispatcher_http_requests_total counter"
+        );
+        for (r, route) in ROUTES.iter().enumerate() {
+            for (c, code) in CODES.iter().enumerate() {
+                let v = self.requests[r][c].load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "corecast_dispatcher_http_requests_total{{route=\"{route}\",code=\"{code}\"}} {v}"
+                );
+            }
+        }
+        for (name, help, v) in gauges {
+            let _ = writeln!(out, "# HELP corecast_dispatcher_{name} {help}");
+            let _ = writeln!(out, "# TYPE corecast_dispatcher_{name} gauge");
+            let _ = writeln!(out, "corecast_dispatcher_{name} {v}");
+        }
+        out
+    }
+}
+
+/// Adds one to a counter.
+pub fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_requests_and_gauges() {
+        let m = Metrics::default();
+        inc(&m.queue_produced);
+        m.request(2, -400);
+        let text = m.render(&[("gateways", "Registered gateways.", 3)]);
+        assert!(
+            text.contains("corecast_dispatcher_queue_produced_total 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("route=\"push_room\",code=\"-400\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("corecast_dispatcher_gateways 3\n"), "{text}");
+        assert!(
+            text.contains("# HELP corecast_dispatcher_queue_produced_total Messages the queue")
+        );
+    }
+}

@@ -1,0 +1,227 @@
+//! Helpers for the binary's integration tests: run `corecast up` as a real process on
+//! ephemeral loopback ports, speak HTTP to its API, and listen as goim clients.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A running `corecast up` process, killed (by PID) on drop.
+pub struct Up {
+    child: Child,
+    pub tcp: SocketAddr,
+    pub ws: SocketAddr,
+    pub http: SocketAddr,
+    pub log: Arc<Mutex<String>>,
+    _dir: TempDir,
+}
+
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "corecast-{tag}-{}-{:x}",
+            std::process::id(),
+            rand_u64()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(1);
+    h.finish()
+}
+
+/// Gateway config lines for tests: ephemeral ports, fast renewals.
+pub const GATEWAY_TOML: &str = "id = \"gw-up\"\ntcp_bind = \"127.0.0.1:0\"\nws_bind = \"127.0.0.1:0\"\nmetrics_bind = \"\"\nrenew_ms = 200\n";
+/// Dispatcher config lines for tests: ephemeral ports.
+pub const DISPATCHER_TOML: &str =
+    "http_bind = \"127.0.0.1:0\"\nlink_bind = \"127.0.0.1:0\"\nthreads = 2\n";
+
+fn field<'a>(line: &'a str, after: &str) -> &'a str {
+    let rest = &line[line.find(after).expect(after) + after.len()..];
+    rest.split([' ', '/']).next().unwrap()
+}
+
+impl Up {
+    /// Starts `corecast up` with these config files' contents and waits until it serves.
+    pub fn start(gateway_toml: &str, dispatcher_toml: &str) -> Up {
+        let dir = TempDir::new("up");
+        let g = dir.0.join("gateway.toml");
+        let d = dir.0.join("dispatcher.toml");
+        std::fs::write(&g, gateway_toml).unwrap();
+        std::fs::write(&d, dispatcher_toml).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_corecast"))
+            .arg("up")
+            .arg("--gateway-config")
+            .arg(&g)
+            .arg("--dispatcher-config")
+            .arg(&d)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let l = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.starts_with("corecast up:") {
+                    let _ = tx.send(line.clone());
+                }
+                let mut l = l.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!("corecast up did not start: {}", log.lock().unwrap());
+            });
+        let up = Up {
+            tcp: field(&line, "clients on tcp ").parse().unwrap(),
+            ws: field(&line, "ws://").parse().unwrap(),
+            http: field(&line, "http://").parse().unwrap(),
+            child,
+            log,
+            _dir: dir,
+        };
+        // The gateway links to the dispatcher right after start; wait until it is listed.
+        up.wait_for("the gateway to register", |up| {
+            up.get("/goim/nodes/instances")["data"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+        });
+        up
+    }
+
+    pub fn get(&self, path: &str) -> Value {
+        http(self.http, "GET", path, b"").1
+    }
+
+    pub fn post(&self, path: &str, body: &[u8]) -> Value {
+        http(self.http, "POST", path, body).1
+    }
+
+    /// Polls `cond` every 50 ms for up to 15 s.
+    pub fn wait_for(&self, what: &str, cond: impl Fn(&Up) -> bool) {
+        let t = Instant::now();
+        while !cond(self) {
+            assert!(
+                t.elapsed() < Duration::from_secs(15),
+                "timed out waiting for {what}; log:\n{}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the gateway reports `n` connections.
+    pub fn wait_conns(&self, n: u64) {
+        self.wait_for(&format!("{n} connections"), |up| {
+            up.get("/goim/online/total")["data"]["conn_count"] == n
+        });
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One HTTP/1.1 request; returns the status and the JSON body (Null if not JSON).
+pub fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+    let (status, text) = http_raw(addr, method, path, body);
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+pub fn http_raw(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, body.to_string())
+}
+
+/// A goim client in a thread (`corecast listen` in JSON mode); returns its output lines.
+pub fn listen(args: loadtest::listen::ListenArgs) -> JoinHandle<Vec<Value>> {
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = loadtest::listen::run(&args, &mut out);
+        String::from_utf8_lossy(&out)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v.get("listening").is_none())
+            .collect()
+    })
+}
+
+/// Listen args for a client of `up` in `room`.
+pub fn client(
+    up: &Up,
+    ws: bool,
+    room: &str,
+    mid: i64,
+    key: &str,
+    accepts: &[i32],
+) -> loadtest::listen::ListenArgs {
+    loadtest::listen::ListenArgs {
+        tcp: up.tcp.to_string(),
+        ws: ws.then(|| up.ws.to_string()),
+        room: room.into(),
+        mid,
+        key: key.into(),
+        accepts: accepts.to_vec(),
+        json: true,
+        seconds: Some(20),
+        ..Default::default()
+    }
+}
+
+/// The bodies of the messages a client received, in order.
+pub fn bodies(msgs: &[Value]) -> Vec<String> {
+    msgs.iter()
+        .filter(|m| m["op"].as_i64().is_some_and(|op| op >= 1000))
+        .filter_map(|m| m["body"].as_str().map(str::to_string))
+        .collect()
+}
