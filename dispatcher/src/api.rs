@@ -39,6 +39,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/goim/nodes/weighted", get(nodes_weighted))
         .route("/goim/nodes/instances", get(nodes_instances))
         .route("/metrics", get(metrics))
+        .fallback(not_found)
         .with_state(app)
 }
 
@@ -430,4 +431,10 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         text,
     )
         .into_response()
+}
+
+/// Unknown paths: HTTP 404 with gin's body, as goim answers them.
+async fn not_found(State(app): State<Arc<App>>) -> Response {
+    app.metrics.request(9, -400);
+    (StatusCode::NOT_FOUND, "404 page not found").into_response()
 }

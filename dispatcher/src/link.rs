@@ -88,6 +88,11 @@ async fn handle(stream: TcpStream, app: &Arc<App>) -> Result<(), String> {
     let id = reg.gateway_id.clone();
     let epoch = app.cluster.register(&reg, wr);
     inc(&app.metrics.links_registered);
+    // The gateway announces every session it holds right after registering; what the registry
+    // knew of it may be stale (events are lost while a link is down), so start afresh.
+    if let Err(e) = app.registry.gateway_gone(&id).await {
+        tracing::warn!("gateway {id}: stale sessions could not be cleared: {e}");
+    }
     tracing::info!(
         "gateway {id} linked (addrs {:?}, weight {}, {} connections)",
         reg.addrs,

@@ -18,7 +18,8 @@ pub struct Owner {
 }
 
 pub struct KeyTable {
-    stripes: Vec<Mutex<HashMap<Arc<str>, Owner>>>,
+    /// key → (owner, mid): the mid is kept for the session snapshot a new dispatcher link gets.
+    stripes: Vec<Mutex<HashMap<Arc<str>, (Owner, i64)>>>,
     hasher: RandomState,
 }
 
@@ -32,27 +33,40 @@ impl Default for KeyTable {
 }
 
 impl KeyTable {
-    fn stripe(&self, key: &str) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Owner>> {
+    fn stripe(&self, key: &str) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, (Owner, i64)>> {
         let i = self.hasher.hash_one(key) as usize % self.stripes.len();
         self.stripes[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records `owner` for `key` (sharing the connection's copy of the key); returns the
-    /// previous owner, which must be evicted.
-    pub fn claim(&self, key: &Arc<str>, owner: Owner) -> Option<Owner> {
-        self.stripe(key).insert(key.clone(), owner)
+    /// Records `owner` (a connection of member `mid`) for `key`, sharing the connection's copy
+    /// of the key; returns the previous owner, which must be evicted.
+    pub fn claim(&self, key: &Arc<str>, owner: Owner, mid: i64) -> Option<Owner> {
+        self.stripe(key)
+            .insert(key.clone(), (owner, mid))
+            .map(|(o, _)| o)
     }
 
     /// Forgets `key` if `owner` still holds it (a newer connection may have claimed it).
     pub fn release(&self, key: &str, owner: Owner) {
         let mut map = self.stripe(key);
-        if map.get(key) == Some(&owner) {
+        if map.get(key).map(|(o, _)| o) == Some(&owner) {
             map.remove(key);
         }
     }
 
     pub fn get(&self, key: &str) -> Option<Owner> {
-        self.stripe(key).get(key).copied()
+        self.stripe(key).get(key).map(|(o, _)| *o)
+    }
+
+    /// Every (key, owner, mid), one stripe locked at a time: the sessions a dispatcher that
+    /// just linked is told about.
+    pub fn snapshot(&self) -> Vec<(Arc<str>, Owner, i64)> {
+        let mut out = Vec::new();
+        for s in &self.stripes {
+            let map = s.lock().unwrap_or_else(|p| p.into_inner());
+            out.extend(map.iter().map(|(k, (o, mid))| (k.clone(), *o, *mid)));
+        }
+        out
     }
 
     pub fn len(&self) -> usize {
@@ -85,8 +99,9 @@ mod tests {
             gen_: 3,
         };
         let k: Arc<str> = Arc::from("k");
-        assert_eq!(t.claim(&k, a), None);
-        assert_eq!(t.claim(&k, b), Some(a));
+        assert_eq!(t.claim(&k, a, 7), None);
+        assert_eq!(t.claim(&k, b, 8), Some(a));
+        assert_eq!(t.snapshot(), vec![(k.clone(), b, 8)]);
         t.release("k", a);
         assert_eq!(t.get("k"), Some(b));
         t.release("k", b);

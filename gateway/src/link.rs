@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use crossbeam_channel::{Receiver, Sender, bounded};
-use protocol::link::{self, Ack, Body, LinkMessage, Register, Renew, RoomCounts};
+use protocol::link::{self, Ack, Body, LinkMessage, Register, Renew, RoomCounts, Session};
 
 use crate::ingress::Ingress;
 use crate::shard::Shared;
@@ -99,7 +99,12 @@ fn run_link(addr: &str, ingress: &Ingress, hub: &Hub, register: &Register) -> st
     let mut reg = register.clone();
     reg.conn_count = conn_count(ingress);
     send(&mut writer, Body::Register(reg))?;
-    tracing::info!("linked to dispatcher {addr}");
+    // The dispatcher forgets this gateway's sessions when it registers (it may have missed
+    // events while unlinked); tell it every session held now. Events that raced with the
+    // snapshot also arrive live, and both orders resolve the same way (online is idempotent,
+    // an offline names its connection).
+    let sessions = send_sessions(&mut writer, ingress)?;
+    tracing::info!("linked to dispatcher {addr} ({sessions} sessions announced)");
     let (ack_tx, ack_rx) = bounded::<u64>(65_536);
     let stop_writer = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop = stop_writer.clone();
@@ -108,6 +113,11 @@ fn run_link(addr: &str, ingress: &Ingress, hub: &Hub, register: &Register) -> st
         let renew_every = Duration::from_millis(ing.shared.config.renew_ms);
         let mut last_renew = Instant::now();
         while !stop.load(Ordering::Relaxed) {
+            if ing.shared.stop.load(Ordering::Relaxed) {
+                // The gateway stopped: close the link, which also ends the reader.
+                let _ = writer.shutdown(std::net::Shutdown::Both);
+                break;
+            }
             crossbeam_channel::select! {
                 recv(up) -> m => if let Ok(body) = m { send(&mut writer, body)? },
                 recv(ack_rx) -> m => if let Ok(id) = m { send(&mut writer, Body::Ack(Ack { id }))? },
@@ -170,6 +180,29 @@ fn run_link(addr: &str, ingress: &Ingress, hub: &Hub, register: &Register) -> st
     let _ = stream.shutdown(std::net::Shutdown::Both);
     let _ = writer_thread.join();
     result
+}
+
+/// Sends an online `Session` for every authenticated connection; returns how many.
+fn send_sessions(stream: &mut TcpStream, ingress: &Ingress) -> std::io::Result<usize> {
+    let snapshot = ingress.shared.keys.snapshot();
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    for (key, owner, mid) in &snapshot {
+        let body = Body::Session(Session {
+            online: true,
+            mid: *mid,
+            key: key.to_string(),
+            rooms: Vec::new(),
+            platform: String::new(),
+            conn_id: crate::shard::conn_id(owner.shard, owner.handle, owner.gen_),
+        });
+        link::encode(&LinkMessage::from(body), &mut buf);
+        if buf.len() >= 60 * 1024 {
+            stream.write_all(&buf)?;
+            buf.clear();
+        }
+    }
+    stream.write_all(&buf)?;
+    Ok(snapshot.len())
 }
 
 fn conn_count(ingress: &Ingress) -> u64 {

@@ -401,7 +401,7 @@ impl Shard {
             handle: h,
             gen_,
         };
-        if let Some(prev) = self.shared.keys.claim(&shared_key, me) {
+        if let Some(prev) = self.shared.keys.claim(&shared_key, me, t.mid) {
             self.evict(prev);
         }
         self.reply(h, header, op::AUTH_REPLY, b"");

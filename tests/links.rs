@@ -1,0 +1,221 @@
+//! Gateways and dispatchers joined by real links (in-process libraries, real sockets): key
+//! pushes reach the gateway holding each key, a cut link buffers pushes and delivers them after
+//! the gateway re-dials, and a gateway that goes away is removed with its sessions.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::{bodies, http, listen};
+
+fn dispatcher(grace_ms: u64) -> dispatcher::Dispatcher {
+    let mut cfg = dispatcher::Config::loopback_ephemeral();
+    cfg.links.relink_grace_ms = grace_ms;
+    cfg.links.renew_timeout_ms = 3_000;
+    dispatcher::Dispatcher::start(cfg).unwrap()
+}
+
+fn gateway(id: &str, link: SocketAddr) -> gateway::Gateway {
+    let mut cfg = gateway::Config::loopback_ephemeral();
+    cfg.id = id.into();
+    cfg.metrics_bind = String::new();
+    cfg.dispatchers = vec![link.to_string()];
+    cfg.renew_ms = 200;
+    gateway::Gateway::start(cfg).unwrap()
+}
+
+fn client(
+    gw: &gateway::Gateway,
+    room: &str,
+    key: &str,
+    count: u64,
+) -> loadtest::listen::ListenArgs {
+    loadtest::listen::ListenArgs {
+        tcp: gw.tcp_addr().to_string(),
+        room: room.into(),
+        mid: 0,
+        key: key.into(),
+        accepts: vec![1000],
+        json: true,
+        count: Some(count),
+        seconds: Some(20),
+        ..Default::default()
+    }
+}
+
+fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn post(d: &dispatcher::Dispatcher, path: &str, body: &[u8]) {
+    let (status, v) = http(d.http_addr(), "POST", path, body);
+    assert_eq!((status, v["code"].as_i64()), (200, Some(0)), "{path}: {v}");
+}
+
+fn conns(d: &dispatcher::Dispatcher) -> u64 {
+    d.gateways().iter().map(|g| g.conn_count).sum()
+}
+
+#[test]
+fn key_pushes_reach_the_gateway_holding_each_key_and_rooms_span_gateways() {
+    let d = dispatcher(5_000);
+    let g1 = gateway("g1", d.link_addr());
+    let g2 = gateway("g2", d.link_addr());
+    let c1 = listen(client(&g1, "live://7", "k1", 3));
+    let c2 = listen(client(&g2, "live://7", "k2", 3));
+    wait_for("2 gateways with 1 connection each", || {
+        d.gateways().len() == 2 && d.gateways().iter().all(|g| g.conn_count == 1)
+    });
+    post(&d, "/goim/push/keys?operation=1000&keys=k1", b"only-1");
+    post(&d, "/goim/push/keys?operation=1000&keys=k2", b"only-2");
+    post(
+        &d,
+        "/goim/push/keys?operation=1000&keys=k1&keys=k2",
+        b"both",
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    post(
+        &d,
+        "/goim/push/room?operation=1000&type=live&room=7",
+        b"room",
+    );
+    let (c1, c2) = (c1.join().unwrap(), c2.join().unwrap());
+    assert_eq!(bodies(&c1), ["only-1", "both", "room"]);
+    assert_eq!(bodies(&c2), ["only-2", "both", "room"]);
+    g1.stop();
+    g2.stop();
+    d.stop();
+}
+
+/// A TCP relay the test can cut, standing between a gateway and its dispatcher.
+struct Relay {
+    addr: SocketAddr,
+    open: Arc<AtomicBool>,
+    live: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Relay {
+    fn start(to: SocketAddr) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicBool::new(true));
+        let live: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (o, l) = (open.clone(), live.clone());
+        std::thread::spawn(move || {
+            for inbound in listener.incoming() {
+                let Ok(inbound) = inbound else { return };
+                if !o.load(Ordering::SeqCst) {
+                    // Refused while cut: the gateway keeps re-dialling.
+                    continue;
+                }
+                let Ok(outbound) = TcpStream::connect(to) else {
+                    continue;
+                };
+                let mut keep = l.lock().unwrap();
+                keep.push(inbound.try_clone().unwrap());
+                keep.push(outbound.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (inbound.try_clone().unwrap(), outbound.try_clone().unwrap()),
+                    (outbound, inbound),
+                ] {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 * 1024];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Relay { addr, open, live }
+    }
+
+    /// Drops every relayed connection and refuses new ones until `restore`.
+    fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for s in self.live.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn pushes_made_while_a_link_is_cut_arrive_after_the_redial() {
+    let d = dispatcher(30_000);
+    let relay = Relay::start(d.link_addr());
+    let g = gateway("g-relay", relay.addr);
+    let c = listen(client(&g, "live://1", "k", 10));
+    wait_for("the connection to be reported", || conns(&d) == 1);
+    post(
+        &d,
+        "/goim/push/room?operation=1000&type=live&room=1",
+        b"before",
+    );
+    relay.cut();
+    wait_for("the dispatcher to see the link down", || {
+        d.gateways().iter().all(|g| g.offline)
+    });
+    for i in 0..8 {
+        post(
+            &d,
+            "/goim/push/room?operation=1000&type=live&room=1",
+            format!("cut-{i}").as_bytes(),
+        );
+    }
+    post(
+        &d,
+        "/goim/push/keys?operation=1000&keys=k",
+        b"key-while-cut",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    relay.restore();
+    let got = bodies(&c.join().unwrap());
+    let mut want = vec!["before".to_string()];
+    want.extend((0..8).map(|i| format!("cut-{i}")));
+    want.push("key-while-cut".into());
+    // Room messages keep their order; the key push may overtake a room batch.
+    let rooms: Vec<&String> = got.iter().filter(|b| *b != "key-while-cut").collect();
+    assert_eq!(rooms, want[..9].iter().collect::<Vec<_>>(), "{got:?}");
+    assert!(got.contains(&"key-while-cut".to_string()), "{got:?}");
+    assert_eq!(
+        d.metrics().gateway_buffer_dropped.load(Ordering::Relaxed),
+        0
+    );
+    g.stop();
+    d.stop();
+}
+
+#[test]
+fn a_gateway_that_goes_away_is_removed_with_its_sessions() {
+    let d = dispatcher(300);
+    let g = gateway("g-gone", d.link_addr());
+    let c = listen(client(&g, "live://1", "gone-key", 1));
+    wait_for("the connection to be reported", || conns(&d) == 1);
+    g.stop();
+    let _ = c.join();
+    wait_for("the gateway to be removed", || d.gateways().is_empty());
+    assert_eq!(d.metrics().gateways_removed.load(Ordering::Relaxed), 1);
+    // Its key no longer routes anywhere: the push is accepted and makes no queue message.
+    let before = d.metrics().queue_produced.load(Ordering::Relaxed);
+    post(&d, "/goim/push/keys?operation=1000&keys=gone-key", b"x");
+    assert_eq!(d.metrics().queue_produced.load(Ordering::Relaxed), before);
+    d.stop();
+}
