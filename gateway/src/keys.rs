@@ -17,9 +17,12 @@ pub struct Owner {
     pub gen_: u16,
 }
 
+/// One stripe of the table: key → (owner, mid).
+type Stripe = HashMap<Arc<str>, (Owner, i64)>;
+
 pub struct KeyTable {
     /// key → (owner, mid): the mid is kept for the session snapshot a new dispatcher link gets.
-    stripes: Vec<Mutex<HashMap<Arc<str>, (Owner, i64)>>>,
+    stripes: Vec<Mutex<Stripe>>,
     hasher: RandomState,
 }
 
@@ -33,7 +36,7 @@ impl Default for KeyTable {
 }
 
 impl KeyTable {
-    fn stripe(&self, key: &str) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, (Owner, i64)>> {
+    fn stripe(&self, key: &str) -> std::sync::MutexGuard<'_, Stripe> {
         let i = self.hasher.hash_one(key) as usize % self.stripes.len();
         self.stripes[i].lock().unwrap_or_else(|p| p.into_inner())
     }
