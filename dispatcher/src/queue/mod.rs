@@ -7,6 +7,7 @@
 //! (at-least-once); the embedded channel has nothing to commit.
 
 pub mod embedded;
+pub mod kafka;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -6,6 +6,7 @@
 //! dispatchers).
 
 pub mod memory;
+pub mod redis;
 
 use std::collections::BTreeMap;
 

