@@ -121,7 +121,12 @@ async fn bounded<T>(
 /// Reads the request body (the message) within the size limit.
 async fn read_body(app: &App, body: Body) -> Result<Vec<u8>, Reply> {
     let max = app.config.http.max_body_bytes;
-    match axum::body::to_bytes(body, max).await {
+    let ms = app.config.http.request_timeout_ms;
+    let read = tokio::time::timeout(Duration::from_millis(ms), axum::body::to_bytes(body, max));
+    let Ok(read) = read.await else {
+        return Err(Reply::bad(format!("body: not received within {ms} ms")));
+    };
+    match read {
         Ok(b) => Ok(b.to_vec()),
         Err(e) => {
             // to_bytes fails for a body over the limit, or a broken body.

@@ -139,6 +139,12 @@ impl Cluster {
         }
     }
 
+    /// Whether the link of this epoch is still the gateway's registration (not removed, not
+    /// superseded by a newer link).
+    pub(crate) fn is_current(&self, id: &str, epoch: u64) -> bool {
+        self.lock().get(id).is_some_and(|e| e.epoch == epoch)
+    }
+
     pub(crate) fn ack(&self, id: &str, push_id: u64) {
         if let Some(e) = self.lock().get(id) {
             let _ = e.outbox.ctl.send(Ctl::Ack(push_id));

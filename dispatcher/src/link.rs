@@ -72,7 +72,11 @@ async fn handle(stream: TcpStream, app: &Arc<App>) -> Result<(), String> {
     let wait = Duration::from_millis(app.config.links.register_timeout_ms);
     let reg: Register = match tokio::time::timeout(wait, read_one(&mut rd, &mut buf, max)).await {
         Err(_) => return Err(format!("no Register within {} ms", wait.as_millis())),
-        Ok(Ok(None)) => return Err("closed before registering".into()),
+        Ok(Ok(None)) => {
+            // A connection that closed without a byte (a port probe) is no protocol error.
+            tracing::debug!("a link connection closed before registering");
+            return Ok(());
+        }
         Ok(Err(e)) => return Err(e),
         Ok(Ok(Some(Body::Register(reg)))) => reg,
         Ok(Ok(Some(other))) => {
@@ -132,7 +136,14 @@ async fn read_loop(
         }
         apply(app, id, epoch, bodies, &mut sessions).await?;
         buf.reserve(64 * 1024);
-        match rd.read_buf(buf).await {
+        // Wake up now and then to notice a link that stopped being the gateway's.
+        let read = tokio::time::timeout(Duration::from_secs(1), rd.read_buf(buf)).await;
+        if !app.cluster.is_current(id, epoch) {
+            tracing::info!("gateway {id}: link closed (the gateway was removed or re-linked)");
+            return Ok(());
+        }
+        let Ok(read) = read else { continue };
+        match read {
             Ok(0) if buf.is_empty() => return Ok(()),
             Ok(0) => {
                 return Err(format!(
@@ -153,6 +164,11 @@ async fn apply(
     bodies: Vec<Body>,
     sessions: &mut Vec<Session>,
 ) -> Result<(), String> {
+    if !bodies.is_empty() && !app.cluster.is_current(id, epoch) {
+        // Removed, or superseded by a newer link: nothing from this link applies any more
+        // (the newer link announces the gateway's sessions itself).
+        return Ok(());
+    }
     for body in bodies {
         if let Body::Session(s) = body {
             sessions.push(s);

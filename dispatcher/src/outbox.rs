@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use protocol::link::{self, Body, Broadcast, LinkMessage, PushKeys, RoomBatch};
@@ -115,7 +116,8 @@ async fn run(
                 None => break,
                 Some(Ctl::Linked(half)) => {
                     let (tx, rx) = mpsc::channel(4);
-                    tokio::spawn(write_loop(gateway.clone(), half, rx));
+                    let stall = Duration::from_millis(cfg.renew_timeout_ms);
+                    tokio::spawn(write_loop(gateway.clone(), half, rx, stall));
                     writer = Some(tx);
                     // Everything not acknowledged goes again, in order, on the new link.
                     sent = 0;
@@ -184,11 +186,27 @@ async fn run(
     }
 }
 
-async fn write_loop(gateway: String, mut half: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
+/// Writes chunks to one link. A gateway that stops reading for `stall` loses the link (the
+/// pushes stay queued for a re-dial).
+async fn write_loop(
+    gateway: String,
+    mut half: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Bytes>,
+    stall: Duration,
+) {
     while let Some(chunk) = rx.recv().await {
-        if let Err(e) = half.write_all(&chunk).await {
-            tracing::warn!("link to gateway {gateway}: write failed: {e}");
-            return;
+        match tokio::time::timeout(stall, half.write_all(&chunk)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!("link to gateway {gateway}: write failed: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "link to gateway {gateway}: no progress writing for {stall:?}; dropping the link"
+                );
+                return;
+            }
         }
     }
 }
