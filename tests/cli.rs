@@ -112,3 +112,53 @@ fn gateway_serves_signed_clients_and_drains_on_sigterm() {
     assert!(status.success(), "{status:?}");
     std::fs::remove_file(cfg).ok();
 }
+
+#[test]
+fn dispatcher_and_up_print_their_effective_configs() {
+    let out = corecast()
+        .args(["dispatcher", "--print-config"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        dispatcher::Config::from_toml(&text).unwrap(),
+        dispatcher::Config::default()
+    );
+    let dir = std::env::temp_dir().join(format!("corecast-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.join("dispatcher.toml");
+    std::fs::write(&d, "[queue]\nkind = \"nats\"\n").unwrap();
+    let out = corecast()
+        .args(["dispatcher", "--config"])
+        .arg(&d)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("queue.kind \"nats\""), "{err}");
+    // `up` prints both roles' configs, each under a comment naming its flag.
+    std::fs::write(&d, "[job]\nroom_linger_ms = 7\n").unwrap();
+    let out = corecast()
+        .args(["up", "--print-config", "--dispatcher-config"])
+        .arg(&d)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (g, d_text) = text
+        .split_once("# dispatcher (--dispatcher-config)")
+        .unwrap();
+    assert_eq!(
+        gateway::Config::from_toml(g).unwrap(),
+        gateway::Config::default()
+    );
+    assert_eq!(
+        dispatcher::Config::from_toml(d_text)
+            .unwrap()
+            .job
+            .room_linger_ms,
+        7
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
