@@ -1,21 +1,17 @@
 //! The `corecast` binary as a user runs it: `gateway --print-config`, `gateway` serving goim
 //! clients and draining on SIGTERM, and `token` minting a token the gateway accepts.
 
+mod support;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::free_port;
+
 fn corecast() -> Command {
     Command::new(env!("CARGO_BIN_EXE_corecast"))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn frame(op: i32, seq: i32, body: &[u8]) -> Vec<u8> {

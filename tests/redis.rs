@@ -7,22 +7,13 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{TempDir, bodies, http, listen};
+use support::{TempDir, bodies, free_port, gateway, listen, post_ok, wait_until};
 
 const REDIS_SERVER: &str = "/usr/bin/redis-server";
-
-/// A free loopback port (bound, then released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A `redis-server` on a free loopback port, without persistence, killed (by PID) on drop.
 struct RedisServer {
@@ -182,15 +173,6 @@ fn dispatcher_config(redis_url: &str, ttl_secs: u64) -> dispatcher::Config {
     cfg
 }
 
-fn gateway(id: &str, links: &[SocketAddr]) -> gateway::Gateway {
-    let mut cfg = gateway::Config::loopback_ephemeral();
-    cfg.id = id.into();
-    cfg.metrics_bind = String::new();
-    cfg.dispatchers = links.iter().map(|a| a.to_string()).collect();
-    cfg.renew_ms = 200;
-    gateway::Gateway::start(cfg).unwrap()
-}
-
 fn client(gw: &gateway::Gateway, mid: i64, key: &str, count: u64) -> loadtest::listen::ListenArgs {
     loadtest::listen::ListenArgs {
         tcp: gw.tcp_addr().to_string(),
@@ -203,22 +185,6 @@ fn client(gw: &gateway::Gateway, mid: i64, key: &str, count: u64) -> loadtest::l
         seconds: Some(30),
         ..Default::default()
     }
-}
-
-fn wait_for(what: &str, cond: impl Fn() -> bool) {
-    let t = Instant::now();
-    while !cond() {
-        assert!(
-            t.elapsed() < Duration::from_secs(15),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn post(d: &dispatcher::Dispatcher, path: &str, body: &[u8]) {
-    let (status, v) = http(d.http_addr(), "POST", path, body);
-    assert_eq!((status, v["code"].as_i64()), (200, Some(0)), "{path}: {v}");
 }
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
@@ -248,7 +214,7 @@ fn two_dispatchers_share_sessions_through_redis_in_goims_key_scheme() {
     let c2 = listen(client(&g2, 42, "k2", 3));
     let c3 = listen(client(&g1, 0, "k3", 1));
     for d in [&da, &db] {
-        wait_for(
+        wait_until(
             "both gateways on both dispatchers, with their connections",
             || {
                 let gws = d.gateways();
@@ -258,7 +224,7 @@ fn two_dispatchers_share_sessions_through_redis_in_goims_key_scheme() {
     }
 
     // goim's keys, read straight from Redis.
-    wait_for("the sessions in Redis", || {
+    wait_until("the sessions in Redis", || {
         redis.get("key_k1").as_deref() == Some("g1")
             && redis.get("key_k2").as_deref() == Some("g2")
             && redis.get("key_k3").as_deref() == Some("g1")
@@ -282,11 +248,11 @@ fn two_dispatchers_share_sessions_through_redis_in_goims_key_scheme() {
     // by what Redis says, not by what it heard itself.
     assert_eq!(redis.cmd(&["HSET", "mid_777", "k3", "g1"]), Resp::Int(1));
 
-    post(&da, "/goim/push/keys?operation=1000&keys=k2", b"a-to-k2");
-    post(&db, "/goim/push/keys?operation=1000&keys=k1", b"b-to-k1");
-    post(&da, "/goim/push/mids?operation=1000&mids=42", b"a-mid");
-    post(&db, "/goim/push/mids?operation=1000&mids=42", b"b-mid");
-    post(
+    post_ok(&da, "/goim/push/keys?operation=1000&keys=k2", b"a-to-k2");
+    post_ok(&db, "/goim/push/keys?operation=1000&keys=k1", b"b-to-k1");
+    post_ok(&da, "/goim/push/mids?operation=1000&mids=42", b"a-mid");
+    post_ok(&db, "/goim/push/mids?operation=1000&mids=42", b"b-mid");
+    post_ok(
         &db,
         "/goim/push/mids?operation=1000&mids=777",
         b"redis-only",
@@ -299,7 +265,7 @@ fn two_dispatchers_share_sessions_through_redis_in_goims_key_scheme() {
     assert_eq!(bodies(&c3), ["redis-only"]);
 
     // The clients left after their messages: their mappings are deleted.
-    wait_for("the sessions to leave Redis", || {
+    wait_until("the sessions to leave Redis", || {
         ["key_k1", "key_k2", "key_k3"]
             .iter()
             .all(|k| redis.get(k).is_none())

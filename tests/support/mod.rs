@@ -230,3 +230,41 @@ pub fn bodies(msgs: &[Value]) -> Vec<String> {
         .filter_map(|m| m["body"].as_str().map(str::to_string))
         .collect()
 }
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An in-process gateway on ephemeral ports dialling these dispatcher links, renewing every
+/// 200 ms.
+pub fn gateway(id: &str, links: &[SocketAddr]) -> gateway::Gateway {
+    let mut cfg = gateway::Config::loopback_ephemeral();
+    cfg.id = id.into();
+    cfg.metrics_bind = String::new();
+    cfg.dispatchers = links.iter().map(|a| a.to_string()).collect();
+    cfg.renew_ms = 200;
+    gateway::Gateway::start(cfg).unwrap()
+}
+
+/// Polls `cond` every 50 ms for up to 15 s.
+pub fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// POSTs to a dispatcher and asserts goim's code 0.
+pub fn post_ok(d: &dispatcher::Dispatcher, path: &str, body: &[u8]) {
+    let (status, v) = http(d.http_addr(), "POST", path, body);
+    assert_eq!((status, v["code"].as_i64()), (200, Some(0)), "{path}: {v}");
+}
