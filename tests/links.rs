@@ -194,3 +194,57 @@ fn a_gateway_that_goes_away_is_removed_with_its_sessions() {
     assert_eq!(d.metrics().queue_produced.load(Ordering::Relaxed), before);
     d.stop();
 }
+
+/// A raw goim client: authenticates into `room` and returns the stream.
+fn raw_client(gw: &gateway::Gateway, room: &str) -> TcpStream {
+    let mut s = TcpStream::connect(gw.tcp_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let token = format!(
+        "{{\"mid\":0,\"key\":\"\",\"room_id\":\"{room}\",\"platform\":\"t\",\"accepts\":[]}}"
+    );
+    let mut out = Vec::new();
+    protocol::frame::encode(&mut out, 1, protocol::op::AUTH, 1, token.as_bytes());
+    s.write_all(&out).unwrap();
+    let (op, _) = read_frame(&mut s);
+    assert_eq!(op, protocol::op::AUTH_REPLY);
+    s
+}
+
+fn read_frame(s: &mut TcpStream) -> (i32, Vec<u8>) {
+    let mut head = [0u8; protocol::frame::HEADER_LEN];
+    s.read_exact(&mut head).unwrap();
+    let h = protocol::frame::decode_header(&head, 1 << 20).unwrap();
+    let mut body = vec![0u8; h.body_len()];
+    s.read_exact(&mut body).unwrap();
+    (h.op, body)
+}
+
+/// The online count a heartbeat reply (op 3) carries.
+fn heartbeat(s: &mut TcpStream) -> i32 {
+    let mut out = Vec::new();
+    protocol::frame::encode(&mut out, 1, protocol::op::HEARTBEAT, 2, b"");
+    s.write_all(&out).unwrap();
+    loop {
+        let (op, body) = read_frame(s);
+        if op == protocol::op::HEARTBEAT_REPLY {
+            return i32::from_be_bytes(body[..4].try_into().unwrap());
+        }
+    }
+}
+
+#[test]
+fn heartbeat_replies_carry_the_cluster_wide_room_count() {
+    let d = dispatcher(5_000);
+    let g1 = gateway("hb-g1", &[d.link_addr()]);
+    let g2 = gateway("hb-g2", &[d.link_addr()]);
+    let mut on_g1 = raw_client(&g1, "live://5");
+    let _others: Vec<TcpStream> = (0..2).map(|_| raw_client(&g2, "live://5")).collect();
+    // Before any report, a gateway answers with its own count; after the renewals, with the
+    // dispatcher's total over both gateways (goim's RenewOnline answer).
+    wait_until("the cluster-wide count in heartbeat replies", || {
+        heartbeat(&mut on_g1) == 3
+    });
+    g1.stop();
+    g2.stop();
+    d.stop();
+}

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use protocol::link::{Register, Renew};
+use protocol::link::{Body, Register, Renew};
 use tokio::net::tcp::OwnedWriteHalf;
 
 use crate::config::LinksConfig;
@@ -219,6 +219,30 @@ impl Cluster {
             }
         }
         totals
+    }
+
+    /// Cluster totals for these rooms (what a gateway answers heartbeats with).
+    pub fn totals_for<'a>(&self, rooms: impl Iterator<Item = &'a String>) -> HashMap<String, i32> {
+        let entries = self.lock();
+        rooms
+            .map(|room| {
+                let n: i64 = entries
+                    .values()
+                    .filter_map(|e| e.rooms.get(room))
+                    .map(|&n| i64::from(n))
+                    .sum();
+                (room.clone(), i32::try_from(n).unwrap_or(i32::MAX))
+            })
+            .collect()
+    }
+
+    /// Sends a message that needs no acknowledgement down gateway `id`'s link, if it is up.
+    pub(crate) fn notify(&self, id: &str, body: Body) {
+        if let Some(e) = self.lock().get(id) {
+            let mut buf = bytes::BytesMut::new();
+            protocol::link::encode(&protocol::link::LinkMessage::from(body), &mut buf);
+            let _ = e.outbox.ctl.send(Ctl::Notice(buf.freeze()));
+        }
     }
 
     /// Registered gateways, and how many have a live link.

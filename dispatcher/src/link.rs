@@ -177,7 +177,17 @@ async fn apply(
         flush_sessions(app, id, sessions).await;
         match body {
             Body::Renew(r) => app.cluster.renew(id, epoch, &r),
-            Body::RoomCounts(rc) => app.cluster.room_counts(id, epoch, rc.counts),
+            Body::RoomCounts(rc) => {
+                // goim's RenewOnline: store this gateway's counts, answer with the cluster's
+                // totals for the same rooms (its heartbeat replies carry them).
+                let rooms: Vec<String> = rc.counts.keys().cloned().collect();
+                app.cluster.room_counts(id, epoch, rc.counts);
+                let totals = app.cluster.totals_for(rooms.iter());
+                app.cluster.notify(
+                    id,
+                    Body::RoomCounts(protocol::link::RoomCounts { counts: totals }),
+                );
+            }
             Body::Ack(a) => app.cluster.ack(id, a.id),
             Body::Upstream(u) => {
                 inc(&app.metrics.upstream_messages);

@@ -67,6 +67,9 @@ pub(crate) enum Ctl {
     Linked(OwnedWriteHalf),
     Unlinked,
     Ack(u64),
+    /// An encoded message that needs no ack and is not resent (room count totals): written
+    /// now if the link is up, dropped otherwise (the next one replaces it).
+    Notice(Bytes),
 }
 
 /// The handle the cluster keeps for a gateway. Dropping it ends the task.
@@ -123,6 +126,11 @@ async fn run(
                     sent = 0;
                 }
                 Some(Ctl::Unlinked) => writer = None,
+                Some(Ctl::Notice(bytes)) => {
+                    if let Some(w) = &writer {
+                        let _ = w.try_send(bytes);
+                    }
+                }
                 Some(Ctl::Ack(id)) => {
                     while items.front().is_some_and(|i| i.id <= id) {
                         if let Some(i) = items.pop_front() {

@@ -85,9 +85,11 @@ impl Ingress {
                 }
                 Ok(b.id)
             }
-            // Cluster-wide room counts: kept for issue 3's RenewOnline equivalent; the gateway
-            // answers heartbeats with its own gateway-wide count meanwhile.
-            Body::RoomCounts(_) => Ok(0),
+            // Cluster-wide room counts (goim's RenewOnline answer): heartbeat replies use them.
+            Body::RoomCounts(rc) => {
+                self.shared.online.set_cluster(&rc.counts);
+                Ok(0)
+            }
             other => Err(protocol::Error::LinkDecode(format!(
                 "a dispatcher sent {} which only gateways send",
                 other.name()

@@ -5,23 +5,39 @@
 //! each of its rooms so leaving is O(1) (swap-remove, then fix the moved member's position).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// One room's online counts: members on this gateway, and the cluster total a dispatcher last
+/// reported (goim's RenewOnline answer; -1 until one does).
+pub struct RoomOnline {
+    local: AtomicI32,
+    cluster: AtomicI64,
+}
+
+impl Default for RoomOnline {
+    fn default() -> Self {
+        RoomOnline {
+            local: AtomicI32::new(0),
+            cluster: AtomicI64::new(-1),
+        }
+    }
+}
 
 /// Gateway-wide online count per room, shared by all shards. Touched on join and leave only,
 /// never per message.
 #[derive(Default)]
 pub struct OnlineTable {
-    rooms: Mutex<HashMap<Arc<str>, Arc<AtomicI32>>>,
+    rooms: Mutex<HashMap<Arc<str>, Arc<RoomOnline>>>,
 }
 
 impl OnlineTable {
-    fn counter(&self, room: &Arc<str>) -> Arc<AtomicI32> {
+    fn counter(&self, room: &Arc<str>) -> Arc<RoomOnline> {
         let mut map = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(room.clone()).or_default().clone()
     }
 
-    fn release(&self, room: &Arc<str>, counter: Arc<AtomicI32>) {
+    fn release(&self, room: &Arc<str>, counter: Arc<RoomOnline>) {
         let mut map = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
         drop(counter);
         if map.get(room).is_some_and(|c| Arc::strong_count(c) == 1) {
@@ -33,22 +49,41 @@ impl OnlineTable {
     pub fn snapshot(&self) -> Vec<(String, i32)> {
         let map = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
         map.iter()
-            .map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed)))
+            .map(|(k, v)| (k.to_string(), v.local.load(Ordering::Relaxed)))
             .filter(|(_, n)| *n > 0)
             .collect()
+    }
+
+    /// Records cluster totals reported by a dispatcher, for the rooms this gateway has.
+    pub fn set_cluster(&self, counts: &HashMap<String, i32>) {
+        let map = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        for (room, n) in counts {
+            if let Some(c) = map.get(room.as_str()) {
+                c.cluster.store(i64::from(*n), Ordering::Relaxed);
+            }
+        }
     }
 }
 
 pub struct Room {
     pub name: Arc<str>,
     pub members: Vec<u32>,
-    online: Arc<AtomicI32>,
+    online: Arc<RoomOnline>,
 }
 
 impl Room {
     /// Members on this whole gateway.
     pub fn online(&self) -> i32 {
-        self.online.load(Ordering::Relaxed)
+        self.online.local.load(Ordering::Relaxed)
+    }
+
+    /// What a heartbeat reply tells a member: the cluster total the dispatchers last reported
+    /// (every `renew_ms`), or this gateway's count before any report.
+    pub fn reported_online(&self) -> i32 {
+        match self.online.cluster.load(Ordering::Relaxed) {
+            n if n >= 0 => i32::try_from(n).unwrap_or(i32::MAX),
+            _ => self.online(),
+        }
     }
 }
 
@@ -121,7 +156,7 @@ impl Rooms {
             .as_mut()
             .expect("indexed rooms exist");
         room.members.push(handle);
-        room.online.fetch_add(1, Ordering::Relaxed);
+        room.online.local.fetch_add(1, Ordering::Relaxed);
         (idx, (room.members.len() - 1) as u32)
     }
 
@@ -133,7 +168,7 @@ impl Rooms {
             return None;
         }
         room.members.swap_remove(pos);
-        room.online.fetch_sub(1, Ordering::Relaxed);
+        room.online.local.fetch_sub(1, Ordering::Relaxed);
         let moved = room.members.get(pos).map(|&handle| Moved {
             handle,
             pos: pos as u32,
@@ -183,5 +218,10 @@ mod tests {
         b.leave(rb, pb);
         assert_eq!(a.get(ra).unwrap().online(), 1);
         assert_eq!(online.snapshot(), vec![("x".to_string(), 1)]);
+        // A dispatcher's cluster total replaces the local count in heartbeat replies.
+        assert_eq!(a.get(ra).unwrap().reported_online(), 1);
+        online.set_cluster(&HashMap::from([("x".to_string(), 9), ("y".to_string(), 4)]));
+        assert_eq!(a.get(ra).unwrap().reported_online(), 9);
+        assert_eq!(a.get(ra).unwrap().online(), 1);
     }
 }

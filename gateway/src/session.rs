@@ -276,7 +276,7 @@ impl Shard {
                     .rooms
                     .first()
                     .and_then(|&(idx, _)| self.rooms.get(idx))
-                    .map_or(0, |r| r.online());
+                    .map_or(0, |r| r.reported_online());
                 self.reply(h, &header, op::HEARTBEAT_REPLY, &online.to_be_bytes());
             }
             op::CHANGE_ROOM => {

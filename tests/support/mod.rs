@@ -252,7 +252,7 @@ pub fn gateway(id: &str, links: &[SocketAddr]) -> gateway::Gateway {
 }
 
 /// Polls `cond` every 50 ms for up to 15 s.
-pub fn wait_until(what: &str, cond: impl Fn() -> bool) {
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let t = Instant::now();
     while !cond() {
         assert!(
