@@ -47,8 +47,9 @@ pub fn run(
     );
     let sig = gateway::signal::wait_for_termination();
     tracing::info!(signal = sig, "draining");
+    // Pushes already accepted reach the clients first, then the clients are let go.
+    d.stop();
     gw.drain();
     gw.wait();
-    d.stop();
     Ok(())
 }

@@ -248,3 +248,38 @@ fn heartbeat_replies_carry_the_cluster_wide_room_count() {
     g2.stop();
     d.stop();
 }
+
+#[test]
+fn stopping_a_dispatcher_first_delivers_what_it_accepted() {
+    let d = dispatcher(30_000);
+    let relay = Relay::start(d.link_addr());
+    let g = gateway("g-stop", &[relay.addr]);
+    let c = listen(client(&g, "live://1", "k", 3));
+    wait_until("the connection to be reported", || conns(&d) == 1);
+    relay.cut();
+    wait_until("the dispatcher to see the link down", || {
+        d.gateways().iter().all(|g| g.offline)
+    });
+    for i in 0..3 {
+        post_ok(
+            &d,
+            "/goim/push/room?operation=1000&type=live&room=1",
+            format!("m{i}").as_bytes(),
+        );
+    }
+    // The embedded queue holds them for a gateway that is away: stopping waits for its acks.
+    let stopping = std::thread::spawn(move || {
+        let t = std::time::Instant::now();
+        d.stop_within(Duration::from_secs(20));
+        t.elapsed()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    relay.restore();
+    assert_eq!(bodies(&c.join().unwrap()), ["m0", "m1", "m2"]);
+    let took = stopping.join().unwrap();
+    assert!(
+        took < Duration::from_secs(20),
+        "the stop waited for nothing: {took:?}"
+    );
+    g.stop();
+}

@@ -57,6 +57,8 @@ pub(crate) struct App {
 /// A running dispatcher.
 pub struct Dispatcher {
     runtime: Option<tokio::runtime::Runtime>,
+    /// Tells the HTTP server to stop taking requests.
+    closing: tokio::sync::watch::Sender<bool>,
     http_addr: SocketAddr,
     link_addr: SocketAddr,
     app: Arc<App>,
@@ -93,6 +95,7 @@ impl Dispatcher {
         let http_addr = http.local_addr().map_err(Error::Runtime)?;
         let link_addr = link.local_addr().map_err(Error::Runtime)?;
         let metrics = Arc::new(Metrics::default());
+        let (closing, mut closed) = tokio::sync::watch::channel(false);
         let app = runtime.block_on(async {
             let (queue, deliveries) = queue_backend(&config, &metrics).await?;
             let registry = registry_backend(&config).await?;
@@ -110,7 +113,10 @@ impl Dispatcher {
             tokio::spawn(link::serve(link, app.clone()));
             let router = api::router(app.clone());
             tokio::spawn(async move {
-                if let Err(e) = axum::serve(http, router).await {
+                let stop = async move {
+                    let _ = closed.wait_for(|c| *c).await;
+                };
+                if let Err(e) = axum::serve(http, router).with_graceful_shutdown(stop).await {
                     tracing::error!("HTTP API stopped: {e}");
                 }
             });
@@ -126,6 +132,7 @@ impl Dispatcher {
         );
         Ok(Dispatcher {
             runtime: Some(runtime),
+            closing,
             http_addr,
             link_addr,
             app,
@@ -152,11 +159,31 @@ impl Dispatcher {
         self.app.cluster.infos()
     }
 
-    /// Stops serving: listeners close, links drop, tasks end.
-    pub fn stop(mut self) {
+    /// Stops serving: the HTTP API stops taking requests; with the embedded queue, what it
+    /// accepted is delivered first (for up to `drain` while gateways acknowledge it; what is
+    /// left is logged); then links drop and tasks end. A Kafka queue re-delivers what was not
+    /// finished to the dispatchers that remain.
+    pub fn stop_within(mut self, drain: Duration) {
+        let _ = self.closing.send(true);
+        let started = Instant::now();
+        let mut left = self.app.queue.pending().unwrap_or(0);
+        while left > 0 && started.elapsed() < drain {
+            std::thread::sleep(Duration::from_millis(10));
+            left = self.app.queue.pending().unwrap_or(0);
+        }
+        if left > 0 {
+            tracing::warn!(
+                "dispatcher stopping with {left} accepted pushes not yet acknowledged by gateways"
+            );
+        }
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_timeout(Duration::from_secs(2));
         }
+    }
+
+    /// [`Dispatcher::stop_within`] 5 seconds.
+    pub fn stop(self) {
+        self.stop_within(Duration::from_secs(5));
     }
 }
 

@@ -2,6 +2,9 @@
 //! dispatcher, no external service). A full channel makes producers wait; the API bounds that
 //! wait and answers -500 past it.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use tokio::sync::mpsc;
 
 use super::{BoxFut, Delivery, Done, Queue};
@@ -11,13 +14,21 @@ use protocol::push::PushMsg;
 /// The producing half.
 pub struct Embedded {
     tx: mpsc::Sender<Delivery>,
+    /// Accepted and not yet finished (queued, batching, or waiting for a gateway's ack).
+    pending: Arc<AtomicU64>,
 }
 
 impl Embedded {
     /// A queue holding at most `capacity` messages, and the job's receiving half.
     pub fn new(capacity: usize) -> (Embedded, mpsc::Receiver<Delivery>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        (Embedded { tx }, rx)
+        (
+            Embedded {
+                tx,
+                pending: Arc::default(),
+            },
+            rx,
+        )
     }
 }
 
@@ -28,16 +39,23 @@ impl Queue for Embedded {
 
     fn produce<'a>(&'a self, msg: PushMsg) -> BoxFut<'a, Result<()>> {
         Box::pin(async move {
+            self.pending.fetch_add(1, Ordering::Relaxed);
+            let pending = self.pending.clone();
+            let done = Done::on_complete(move || {
+                pending.fetch_sub(1, Ordering::Relaxed);
+            });
+            // On failure the delivery (and its token) is dropped, which undoes the count.
             self.tx
-                .send(Delivery {
-                    msg,
-                    done: Done::none(),
-                })
+                .send(Delivery { msg, done })
                 .await
                 .map_err(|_| Error::Queue {
                     backend: "embedded",
                     reason: "the job has stopped".into(),
                 })
         })
+    }
+
+    fn pending(&self) -> Option<u64> {
+        Some(self.pending.load(Ordering::Relaxed))
     }
 }

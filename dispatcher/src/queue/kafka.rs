@@ -218,6 +218,10 @@ impl Queue for Kafka {
         "kafka"
     }
 
+    fn pending(&self) -> Option<u64> {
+        None
+    }
+
     fn produce<'a>(&'a self, msg: PushMsg) -> BoxFut<'a, Result<()>> {
         Box::pin(async move {
             let key = msg.queue_key();

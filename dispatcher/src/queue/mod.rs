@@ -27,6 +27,9 @@ pub trait Queue: Send + Sync {
     /// Resolves once the queue holds the message (Kafka: acknowledged by all in-sync
     /// replicas), or with the reason it could not.
     fn produce<'a>(&'a self, msg: PushMsg) -> BoxFut<'a, Result<()>>;
+    /// Messages accepted and not yet finished, for a queue that loses them when the process
+    /// stops (embedded); `None` for a durable queue (Kafka re-delivers what was not finished).
+    fn pending(&self) -> Option<u64>;
 }
 
 /// One message for the job, with its completion token.
