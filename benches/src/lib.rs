@@ -5,6 +5,9 @@
 //! io_uring engine), drives clients with the bundled load tester in a child process, pushes at
 //! fixed shapes, and reads the server's own CPU time per thread and memory from /proc
 //! ([`procfs`]), so every gateway figure can be reported as a share of the bare writer's.
+//! [`dispatch`] benchmarks the dispatcher in front of a gateway: HTTP pushes accepted per
+//! second and latency from the HTTP call to the clients of a room.
 
 pub mod bare_writer;
+pub mod dispatch;
 pub mod procfs;

@@ -5,6 +5,10 @@
 //! `corecast-bench fanout --conns N --rates 1,10,100`: one room holding every connection, pushes
 //! at each rate; delivered messages and socket writes per server CPU-second, for the gateway and
 //! for the bare writer at the same shape, and their ratio.
+//! `corecast-bench dispatch --queue embedded|kafka --conns N --rate R --seconds S`: HTTP pushes
+//! the dispatcher accepts per second, and latency from the HTTP call to N clients of one room
+//! at R pushes/s (dispatcher, gateway, Kafka broker and clients all here; see
+//! `benches::dispatch`).
 //!
 //! Servers run inside this process (their threads' CPU time is read from /proc); clients are the
 //! bundled load tester (`corecast loadtest`) in a child process. Results go to
@@ -16,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use benches::bare_writer::BareWriter;
+use benches::dispatch;
 use benches::procfs;
 use clap::{Parser, Subcommand};
 use gateway::Gateway;
@@ -62,6 +67,31 @@ enum What {
         /// Body bytes per message (goim's benchmark: 10, `{"test":1}`; ours carry seq and ts).
         #[arg(long, default_value_t = 0)]
         pad: usize,
+    },
+    /// The dispatcher: HTTP pushes accepted per second, and end-to-end latency to one room.
+    Dispatch {
+        #[arg(long, value_enum, default_value = "embedded")]
+        queue: dispatch::Queue,
+        /// Connections held in the room (latency phase).
+        #[arg(long, default_value_t = 10_000)]
+        conns: u64,
+        /// Pushes per second to the room (latency phase; goim's benchmark: 40).
+        #[arg(long, default_value_t = 40)]
+        rate: u64,
+        /// Seconds of pushing, per phase.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Concurrent keep-alive HTTP connections (rate phase).
+        #[arg(long, default_value_t = 8)]
+        http_clients: usize,
+        /// Which measurements to make.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "rate,latency"
+        )]
+        phases: Vec<dispatch::Phase>,
     },
 }
 
@@ -416,14 +446,20 @@ fn fanout(conns: u64, rates: &[u64], seconds: u64, pad: usize) -> anyhow::Result
 }
 
 fn markdown(what: &str, command: &str, machine: &Value, date: &str, r: &Value) -> String {
+    let sharing = if what == "dispatch" {
+        "dispatcher, gateway, Kafka broker (kafka runs), load tester and HTTP publishers all sharing it"
+    } else {
+        "gateway and load tester sharing it"
+    };
     let mut md = format!(
-        "# {what} — {date}\n\nCommand: `{command}`\n\nMachine: {} ({} cores, {} GiB, Linux {}), gateway and load tester sharing it.\n\n",
+        "# {what} — {date}\n\nCommand: `{command}`\n\nMachine: {} ({} cores, {} GiB, Linux {}), {sharing}.\n\n",
         machine["cpu"].as_str().unwrap_or(""),
         machine["cores"],
         machine["memory_gib"],
         machine["kernel"].as_str().unwrap_or("")
     );
     match what {
+        "dispatch" => md += &dispatch::markdown(r),
         "memory" => {
             md += &format!(
                 "| connections | runs | gateway RSS growth per idle authenticated connection, median (min-max) | kernel per client+server socket pair, median (min-max) |\n|---|---|---|---|\n| {} | {} | {} B ({}-{}) | {} B ({}-{}) |\n",
@@ -489,6 +525,24 @@ fn main() -> anyhow::Result<()> {
             seconds,
             pad,
         } => ("fanout", fanout(*conns, rates, *seconds, *pad)?),
+        What::Dispatch {
+            queue,
+            conns,
+            rate,
+            seconds,
+            http_clients,
+            phases,
+        } => (
+            "dispatch",
+            dispatch::run(&dispatch::Options {
+                queue: *queue,
+                conns: *conns,
+                rate: *rate,
+                seconds: *seconds,
+                http_clients: *http_clients,
+                phases: phases.clone(),
+            })?,
+        ),
     };
     let machine = procfs::machine();
     let date = String::from_utf8(
@@ -511,6 +565,7 @@ fn main() -> anyhow::Result<()> {
     let shape = match &cli.what {
         What::Memory { conns, .. } => format!("{conns}"),
         What::Fanout { conns, .. } => format!("{conns}"),
+        What::Dispatch { queue, .. } => queue.name().to_string(),
     };
     let stem = format!("{date}-{host}-{what}-{shape}{label}");
     let json_path = cli.out.join(format!("{stem}.json"));
