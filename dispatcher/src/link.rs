@@ -39,6 +39,20 @@ pub(crate) async fn serve(listener: TcpListener, app: Arc<App>) {
     }
 }
 
+/// Reads more into `buf`. `Ok(false)`: the peer closed cleanly between messages.
+async fn fill(rd: &mut OwnedReadHalf, buf: &mut BytesMut) -> Result<bool, String> {
+    buf.reserve(64 * 1024);
+    match rd.read_buf(buf).await {
+        Ok(0) if buf.is_empty() => Ok(false),
+        Ok(0) => Err(format!(
+            "closed in the middle of a message ({} bytes)",
+            buf.len()
+        )),
+        Ok(_) => Ok(true),
+        Err(e) => Err(format!("read failed: {e}")),
+    }
+}
+
 /// Reads into `buf` until one message is whole. `Ok(None)`: the peer closed cleanly.
 async fn read_one(
     rd: &mut OwnedReadHalf,
@@ -49,17 +63,8 @@ async fn read_one(
         if let Some(body) = link::decode(buf, max).map_err(|e| e.to_string())? {
             return Ok(Some(body));
         }
-        buf.reserve(64 * 1024);
-        match rd.read_buf(buf).await {
-            Ok(0) if buf.is_empty() => return Ok(None),
-            Ok(0) => {
-                return Err(format!(
-                    "closed in the middle of a message ({} bytes)",
-                    buf.len()
-                ));
-            }
-            Ok(_) => {}
-            Err(e) => return Err(format!("read failed: {e}")),
+        if !fill(rd, buf).await? {
+            return Ok(None);
         }
     }
 }
@@ -135,24 +140,16 @@ async fn read_loop(
             }
         }
         apply(app, id, epoch, bodies, &mut sessions).await?;
-        buf.reserve(64 * 1024);
         // Wake up now and then to notice a link that stopped being the gateway's.
-        let read = tokio::time::timeout(Duration::from_secs(1), rd.read_buf(buf)).await;
+        let read = tokio::time::timeout(Duration::from_secs(1), fill(rd, buf)).await;
         if !app.cluster.is_current(id, epoch) {
             tracing::info!("gateway {id}: link closed (the gateway was removed or re-linked)");
             return Ok(());
         }
-        let Ok(read) = read else { continue };
         match read {
-            Ok(0) if buf.is_empty() => return Ok(()),
-            Ok(0) => {
-                return Err(format!(
-                    "closed in the middle of a message ({} bytes)",
-                    buf.len()
-                ));
-            }
-            Ok(_) => {}
-            Err(e) => return Err(format!("read failed: {e}")),
+            Err(_) | Ok(Ok(true)) => {}
+            Ok(Ok(false)) => return Ok(()),
+            Ok(Err(e)) => return Err(e),
         }
     }
 }
