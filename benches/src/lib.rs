@@ -6,8 +6,10 @@
 //! fixed shapes, and reads the server's own CPU time per thread and memory from /proc
 //! ([`procfs`]), so every gateway figure can be reported as a share of the bare writer's.
 //! [`dispatch`] benchmarks the dispatcher in front of a gateway: HTTP pushes accepted per
-//! second and latency from the HTTP call to the clients of a room.
+//! second and latency from the HTTP call to the clients of a room, with a Kafka-compatible
+//! [`broker`] when asked.
 
 pub mod bare_writer;
+pub mod broker;
 pub mod dispatch;
 pub mod procfs;
