@@ -29,8 +29,7 @@
 //!   used, read from /proc per thread), [`markdown`] renders its tables.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -42,6 +41,7 @@ use serde_json::{Value, json};
 
 use crate::broker::Broker;
 use crate::procfs;
+use loadtest::publish::HttpClient;
 
 /// The dispatcher's queue backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -93,8 +93,6 @@ const LATENCY_PATH: &str = "/goim/push/room?operation=1000&type=live&room=bench"
 const LATENCY_ROOM: &str = "live://bench";
 /// goim's benchmark push body.
 const RATE_BODY: &[u8] = br#"{"test":1}"#;
-/// Per-request answer deadline of the bench's HTTP clients.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn now_us() -> u64 {
     SystemTime::now()
@@ -125,119 +123,6 @@ fn percentiles(h: &Histogram<u64>) -> Value {
         "p999": h.value_at_quantile(0.999),
         "max": h.max(),
     })
-}
-
-/// A keep-alive HTTP/1.1 client on one `TcpStream`: one request at a time, answers read by
-/// their `Content-Length`.
-pub struct HttpClient {
-    addr: SocketAddr,
-    stream: TcpStream,
-    buf: Vec<u8>,
-    req: Vec<u8>,
-}
-
-fn invalid(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
-}
-
-impl HttpClient {
-    pub fn connect(addr: SocketAddr) -> io::Result<HttpClient> {
-        Ok(HttpClient {
-            addr,
-            stream: Self::dial(addr)?,
-            buf: Vec::with_capacity(4096),
-            req: Vec::with_capacity(512),
-        })
-    }
-
-    fn dial(addr: SocketAddr) -> io::Result<TcpStream> {
-        let s = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)?;
-        s.set_nodelay(true)?;
-        s.set_read_timeout(Some(HTTP_TIMEOUT))?;
-        s.set_write_timeout(Some(HTTP_TIMEOUT))?;
-        Ok(s)
-    }
-
-    /// Opens a fresh connection (after an error left the old one in an unknown state).
-    pub fn reconnect(&mut self) -> io::Result<()> {
-        self.buf.clear();
-        self.stream = Self::dial(self.addr)?;
-        Ok(())
-    }
-
-    /// POSTs `body` to `path`; returns the answer's status and body.
-    pub fn post(&mut self, path: &str, body: &[u8]) -> io::Result<(u16, Vec<u8>)> {
-        self.req.clear();
-        write!(
-            self.req,
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            self.addr,
-            body.len()
-        )?;
-        self.req.extend_from_slice(body);
-        self.stream.write_all(&self.req)?;
-        let head_end = loop {
-            if let Some(p) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break p + 4;
-            }
-            self.fill()?;
-        };
-        let head =
-            std::str::from_utf8(&self.buf[..head_end]).map_err(|_| invalid("non-UTF-8 head"))?;
-        let mut lines = head.split("\r\n");
-        let status: u16 = lines
-            .next()
-            .and_then(|l| l.split(' ').nth(1))
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| invalid("bad status line"))?;
-        let len: usize = lines
-            .filter_map(|l| l.split_once(':'))
-            .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| v.trim().parse().ok())
-            .ok_or_else(|| invalid("answer without Content-Length"))?;
-        while self.buf.len() < head_end + len {
-            self.fill()?;
-        }
-        let answer = self.buf[head_end..head_end + len].to_vec();
-        self.buf.drain(..head_end + len);
-        Ok((status, answer))
-    }
-
-    fn fill(&mut self) -> io::Result<()> {
-        let mut chunk = [0u8; 4096];
-        let n = self.stream.read(&mut chunk)?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the server closed the connection",
-            ));
-        }
-        self.buf.extend_from_slice(&chunk[..n]);
-        Ok(())
-    }
-
-    /// POSTs a push and checks goim's envelope: `Ok` for HTTP 200 with `"code":0`, else what
-    /// went wrong (an I/O error leaves the connection re-dialled).
-    pub fn push(&mut self, path: &str, body: &[u8]) -> Result<(), String> {
-        match self.post(path, body) {
-            Ok((200, answer)) => {
-                let v: Value = serde_json::from_slice(&answer)
-                    .map_err(|_| format!("not JSON: {}", String::from_utf8_lossy(&answer)))?;
-                if v["code"] == 0 {
-                    Ok(())
-                } else {
-                    Err(format!("code {}: {}", v["code"], v["message"]))
-                }
-            }
-            Ok((status, _)) => Err(format!("HTTP {status}")),
-            Err(e) => {
-                let kind = format!("io: {:?}", e.kind());
-                // Best effort: the next push retries the dial if this one fails.
-                let _ = self.reconnect();
-                Err(kind)
-            }
-        }
-    }
 }
 
 /// Counts an error by its message (shortened: a few distinct kinds are expected).
@@ -809,58 +694,4 @@ pub fn markdown(r: &Value) -> String {
         }
     }
     md
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The hand-written client against a canned keep-alive server: two answers on one
-    /// connection, the second split across reads.
-    #[test]
-    fn http_client_reads_answers_by_content_length() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let server = std::thread::spawn(move || {
-            let (mut s, _) = l.accept().unwrap();
-            let mut buf = [0u8; 4096];
-            let mut got = Vec::new();
-            for answer in [
-                &br#"{"code":0,"message":""}"#[..],
-                br#"{"code":-400,"message":"x"}"#,
-            ] {
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let n = s.read(&mut buf).unwrap();
-                    got.extend_from_slice(&buf[..n]);
-                }
-                let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                let head = String::from_utf8_lossy(&got[..head_end]).to_string();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Content-Length: "))
-                    .unwrap()
-                    .trim()
-                    .parse()
-                    .unwrap();
-                while got.len() < head_end + len {
-                    let n = s.read(&mut buf).unwrap();
-                    got.extend_from_slice(&buf[..n]);
-                }
-                got.drain(..head_end + len);
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                    answer.len()
-                );
-                s.write_all(reply.as_bytes()).unwrap();
-                s.flush().unwrap();
-                std::thread::sleep(Duration::from_millis(20));
-                s.write_all(answer).unwrap();
-            }
-        });
-        let mut c = HttpClient::connect(addr).unwrap();
-        assert_eq!(c.push("/a", b"{}"), Ok(()));
-        let e = c.push("/b", b"hello").unwrap_err();
-        assert!(e.contains("-400"), "{e}");
-        server.join().unwrap();
-    }
 }

@@ -6,7 +6,11 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::options::{HoldOptions, Rooms, Target, Transport};
+use crate::publish::{self, PublishOptions, PublishReport};
 use crate::report::HoldReport;
 use crate::{Error, Result, hold, interrupt};
 
@@ -83,6 +87,23 @@ pub struct Args {
     /// Write the JSON report to this file instead of stdout.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// The `room` scenario: once every connection has settled, push to --room through the
+    /// dispatcher's HTTP API at this address (goim's `POST /goim/push/room`), at --push-rate,
+    /// for the hold (less a short tail for the last pushes to arrive); bodies
+    /// `{"seq":N,"ts":T}` for loss, order and latency checks.
+    #[arg(long)]
+    pub publish: Option<SocketAddr>,
+    /// Pushes per second with --publish.
+    #[arg(long, default_value_t = 40)]
+    pub push_rate: u32,
+    /// The op of the pushes (must be in the connections' --accepts only for key pushes and
+    /// broadcasts; room pushes reach every member).
+    #[arg(long, default_value_t = 1000)]
+    pub push_op: i32,
+    /// goim's published benchmark shape: every connection in one room, 40 pushes/s, body
+    /// `{"test":1}` (counted, not sequence-checked). Needs --publish.
+    #[arg(long)]
+    pub goim_shape: bool,
 }
 
 /// Parses `90`, `90s`, `1.5s`, `250ms`, `5m`, `1h`.
@@ -132,6 +153,19 @@ impl Args {
                 "no connections: give --tcp N and/or --ws N".into(),
             ));
         }
+        if self.goim_shape && self.publish.is_none() {
+            return Err(Error::Options(
+                "--goim-shape pushes through the dispatcher: give --publish HOST:PORT".into(),
+            ));
+        }
+        if self.publish.is_some() && self.rooms > 0 {
+            return Err(Error::Options(
+                "--publish pushes to one room (--room); drop --rooms".into(),
+            ));
+        }
+        if let Some(p) = self.publish_options() {
+            p.validate().map_err(Error::Options)?;
+        }
         let rooms = if self.rooms > 0 {
             Rooms::RoundRobin {
                 kind: self.room_type.clone(),
@@ -165,13 +199,70 @@ impl Args {
     }
 }
 
+impl Args {
+    /// The publisher these flags describe, if any.
+    pub fn publish_options(&self) -> Option<PublishOptions> {
+        let http = self.publish?;
+        Some(PublishOptions {
+            http,
+            room: self.room.clone(),
+            op: self.push_op,
+            rate: if self.goim_shape { 40 } else { self.push_rate },
+            fixed_body: self.goim_shape.then(|| b"{\"test\":1}".to_vec()),
+        })
+    }
+}
+
+/// Starts the publisher in a thread: it waits until every connection settled, then pushes for
+/// the hold less a tail in which the last pushes arrive (a tenth of the hold, between 1 and
+/// 5 s, and at most half of it).
+fn start_publisher(
+    p: PublishOptions,
+    live: Arc<crate::Live>,
+    total: u64,
+    hold: Duration,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<PublishReport> {
+    std::thread::spawn(move || {
+        while live.snapshot().settled < total {
+            if stop.load(Ordering::Relaxed) {
+                return PublishReport::default();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let tail = (hold / 10)
+            .clamp(Duration::from_secs(1), Duration::from_secs(5))
+            .min(hold / 2);
+        publish::run(&p, hold.saturating_sub(tail), &stop)
+    })
+}
+
 /// Runs the hold the flags describe: JSON report on stdout (or `--report`), summary on stderr.
 pub fn run(args: &Args) -> Result<HoldReport> {
     let opts = args.options()?;
     let forward = interrupt::Forward::install(opts.stop.clone());
+    let publisher = args.publish_options().map(|p| {
+        let total = opts.targets.iter().map(|t| u64::from(t.connections)).sum();
+        start_publisher(
+            p,
+            opts.live.clone(),
+            total,
+            opts.duration,
+            opts.stop.clone(),
+        )
+    });
+    let stop = opts.stop.clone();
     let result = hold::run(opts);
     forward.finish();
-    let report = result?;
+    // The hold is over: a publisher still waiting (connections never settled) gives up.
+    stop.store(true, Ordering::Relaxed);
+    let mut report = result?;
+    if let Some(p) = publisher {
+        match p.join() {
+            Ok(r) => report.set_publish(r),
+            Err(_) => return Err(Error::Options("the publisher thread panicked".into())),
+        }
+    }
     let json = serde_json::to_string_pretty(&report).expect("a report always serializes");
     match &args.report {
         Some(path) => std::fs::write(path, json + "\n").map_err(|source| Error::Report {

@@ -209,5 +209,8 @@ fn report(run: Run) -> HoldReport {
         worker_cpu_secs,
         threads: run.threads,
         rings,
+        publish: None,
+        expected_messages: None,
+        missing_messages: None,
     }
 }

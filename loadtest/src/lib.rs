@@ -33,6 +33,7 @@ pub mod listen;
 pub mod live;
 pub mod options;
 mod plan;
+pub mod publish;
 mod read;
 pub mod report;
 mod ring;

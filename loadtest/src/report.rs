@@ -8,6 +8,7 @@ use std::fmt::Write;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::publish::PublishReport;
 use crate::sequence::Order;
 
 /// Latency from a seq body's `ts` to its arrival, in microseconds.
@@ -94,9 +95,27 @@ pub struct HoldReport {
     pub worker_cpu_secs: f64,
     pub threads: usize,
     pub rings: usize,
+    /// The `room` scenario's publisher (`--publish`), when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish: Option<PublishReport>,
+    /// With a publisher: messages every authenticated connection should have received
+    /// (authenticated × pushes answered with code 0), and how many of them did not arrive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_messages: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missing_messages: Option<u64>,
 }
 
 impl HoldReport {
+    /// Adds the publisher's report and what it implies: every authenticated connection was in
+    /// the room, so each should have received every push that was answered with code 0.
+    pub fn set_publish(&mut self, p: PublishReport) {
+        let expected = self.authenticated * p.ok;
+        self.expected_messages = Some(expected);
+        self.missing_messages = Some(expected.saturating_sub(self.messages));
+        self.publish = Some(p);
+    }
+
     /// Errors of every kind (connect, after connect, malformed).
     pub fn error_count(&self) -> u64 {
         [&self.connect_errors, &self.errors, &self.malformed]
@@ -133,6 +152,16 @@ impl HoldReport {
                 s,
                 "order: {} checked, {} gaps, {} duplicates, {} reorders, {} bad seq bodies",
                 o.checked, o.gaps, o.duplicates, o.reorders, o.bad_bodies
+            );
+        }
+        if let (Some(p), Some(expected), Some(missing)) =
+            (&self.publish, self.expected_messages, self.missing_messages)
+        {
+            let errors: u64 = p.errors.values().sum();
+            let _ = writeln!(
+                s,
+                "published: {} pushes, {} ok, {errors} failed, {} sent late (>1 ms) in {:.1} s; expected {expected} messages, {missing} missing",
+                p.sent, p.ok, p.late_over_1ms, p.secs
             );
         }
         if let Some(l) = &self.latency_us {

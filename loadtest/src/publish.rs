@@ -1,0 +1,364 @@
+//! The publisher of the `room` scenario: pushes to a room through the dispatcher's HTTP API
+//! (goim's `POST /goim/push/room`) at a fixed rate, on a schedule (push `i` is due at
+//! `start + i / rate`; a slow answer never shifts the later ones, and lateness is recorded, so
+//! coordinated omission cannot hide a stall). Bodies are `{"seq":N,"ts":T}` (T = the push's
+//! scheduled time), which the receivers check for loss, order and latency, or a fixed body
+//! (`--goim-shape`: `{"test":1}`, counted only).
+//!
+//! [`HttpClient`] is a keep-alive HTTP/1.1 client on one socket (also used by the dispatcher
+//! benchmark).
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::report::Latency;
+
+/// Connect, read and write timeout of the HTTP client.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A keep-alive HTTP/1.1 client on one `TcpStream`: one request at a time, answers read by
+/// their `Content-Length`.
+pub struct HttpClient {
+    addr: SocketAddr,
+    stream: TcpStream,
+    buf: Vec<u8>,
+    req: Vec<u8>,
+}
+
+fn invalid(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+}
+
+impl HttpClient {
+    pub fn connect(addr: SocketAddr) -> io::Result<HttpClient> {
+        Ok(HttpClient {
+            addr,
+            stream: Self::dial(addr)?,
+            buf: Vec::with_capacity(4096),
+            req: Vec::with_capacity(512),
+        })
+    }
+
+    fn dial(addr: SocketAddr) -> io::Result<TcpStream> {
+        let s = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(HTTP_TIMEOUT))?;
+        s.set_write_timeout(Some(HTTP_TIMEOUT))?;
+        Ok(s)
+    }
+
+    /// Opens a fresh connection (after an error left the old one in an unknown state).
+    pub fn reconnect(&mut self) -> io::Result<()> {
+        self.buf.clear();
+        self.stream = Self::dial(self.addr)?;
+        Ok(())
+    }
+
+    /// POSTs `body` to `path`; returns the answer's status and body.
+    pub fn post(&mut self, path: &str, body: &[u8]) -> io::Result<(u16, Vec<u8>)> {
+        self.req.clear();
+        write!(
+            self.req,
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            self.addr,
+            body.len()
+        )?;
+        self.req.extend_from_slice(body);
+        self.stream.write_all(&self.req)?;
+        let head_end = loop {
+            if let Some(p) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+            self.fill()?;
+        };
+        let head =
+            std::str::from_utf8(&self.buf[..head_end]).map_err(|_| invalid("non-UTF-8 head"))?;
+        let mut lines = head.split("\r\n");
+        let status: u16 = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| invalid("bad status line"))?;
+        let len: usize = lines
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .ok_or_else(|| invalid("answer without Content-Length"))?;
+        while self.buf.len() < head_end + len {
+            self.fill()?;
+        }
+        let answer = self.buf[head_end..head_end + len].to_vec();
+        self.buf.drain(..head_end + len);
+        Ok((status, answer))
+    }
+
+    fn fill(&mut self) -> io::Result<()> {
+        let mut chunk = [0u8; 4096];
+        let n = self.stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the connection",
+            ));
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+
+    /// POSTs a push and checks goim's envelope: `Ok` for HTTP 200 with `"code":0`, else what
+    /// went wrong (an I/O error leaves the connection re-dialled).
+    pub fn push(&mut self, path: &str, body: &[u8]) -> Result<(), String> {
+        match self.post(path, body) {
+            Ok((200, answer)) => {
+                let v: serde_json::Value = serde_json::from_slice(&answer)
+                    .map_err(|_| format!("not JSON: {}", String::from_utf8_lossy(&answer)))?;
+                if v["code"] == 0 {
+                    Ok(())
+                } else {
+                    Err(format!("code {}: {}", v["code"], v["message"]))
+                }
+            }
+            Ok((status, _)) => Err(format!("HTTP {status}")),
+            Err(e) => {
+                let kind = format!("io: {:?}", e.kind());
+                // Best effort: the next push retries the dial if this one fails.
+                let _ = self.reconnect();
+                Err(kind)
+            }
+        }
+    }
+}
+
+/// What to publish.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PublishOptions {
+    /// The dispatcher's HTTP address.
+    pub http: SocketAddr,
+    /// The room key (`type://id`) and the op of the pushes.
+    pub room: String,
+    pub op: i32,
+    /// Pushes per second.
+    pub rate: u32,
+    /// A fixed body instead of `{"seq":N,"ts":T}` (goim's shape: `{"test":1}`).
+    pub fixed_body: Option<Vec<u8>>,
+}
+
+/// What the publisher did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PublishReport {
+    /// Pushes sent, and answered with code 0.
+    pub sent: u64,
+    pub ok: u64,
+    /// Failed pushes by what went wrong.
+    pub errors: BTreeMap<String, u64>,
+    /// Pushes sent more than 1 ms after their scheduled time (the publisher fell behind).
+    pub late_over_1ms: u64,
+    /// How long the HTTP calls took, in microseconds.
+    pub call_us: Option<Latency>,
+    pub secs: f64,
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// goim's path for a room push of `op` to `room` (`type://id`).
+pub fn room_path(room: &str, op: i32) -> Result<String, String> {
+    let (kind, id) = room
+        .split_once("://")
+        .ok_or_else(|| format!("room {room:?} is not a goim room key (type://id)"))?;
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    Ok(format!(
+        "/goim/push/room?operation={op}&type={}&room={}",
+        enc(kind),
+        enc(id)
+    ))
+}
+
+impl PublishOptions {
+    /// Checks what can be checked before the run.
+    pub fn validate(&self) -> Result<(), String> {
+        room_path(&self.room, self.op)?;
+        if self.rate == 0 {
+            return Err("the push rate must be at least 1 per second".into());
+        }
+        Ok(())
+    }
+}
+
+/// Publishes until `stop` is set or `limit` passes. Failures (an unreachable dispatcher, error
+/// answers) are counted in the report by what went wrong.
+pub fn run(o: &PublishOptions, limit: Duration, stop: &AtomicBool) -> PublishReport {
+    let mut r = PublishReport::default();
+    let path = match room_path(&o.room, o.op) {
+        Ok(p) => p,
+        Err(e) => {
+            r.errors.insert(e, 1);
+            return r;
+        }
+    };
+    let mut client = match HttpClient::connect(o.http) {
+        Ok(c) => c,
+        Err(e) => {
+            r.errors.insert(
+                format!("connecting to the dispatcher at {}: {e}", o.http),
+                1,
+            );
+            return r;
+        }
+    };
+    let mut calls = Histogram::<u64>::new(3).expect("3 significant figures is valid");
+    let start = Instant::now();
+    let start_us = now_us();
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let offset = Duration::from_nanos(i * 1_000_000_000 / u64::from(o.rate.max(1)));
+        if offset >= limit {
+            break;
+        }
+        let due = start + offset;
+        let now = Instant::now();
+        if due > now {
+            // Sleep in short steps so a stop is noticed.
+            std::thread::sleep((due - now).min(Duration::from_millis(50)));
+            continue;
+        }
+        if now.saturating_duration_since(due) > Duration::from_millis(1) {
+            r.late_over_1ms += 1;
+        }
+        let body = match &o.fixed_body {
+            Some(b) => b.clone(),
+            None => crate::sequence::body(i, start_us + offset.as_micros() as u64).into_bytes(),
+        };
+        let sent = Instant::now();
+        r.sent += 1;
+        match client.push(&path, &body) {
+            Ok(()) => r.ok += 1,
+            Err(e) => {
+                let key: String = e.chars().take(120).collect();
+                *r.errors.entry(key).or_default() += 1;
+            }
+        }
+        let _ = calls.record(sent.elapsed().as_micros() as u64);
+        i += 1;
+    }
+    r.secs = start.elapsed().as_secs_f64();
+    r.call_us = Latency::of(&calls);
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_paths_are_goims_and_encoded() {
+        assert_eq!(
+            room_path("live://1000", 1000).unwrap(),
+            "/goim/push/room?operation=1000&type=live&room=1000"
+        );
+        assert_eq!(
+            room_path("live://a b&c", 7).unwrap(),
+            "/goim/push/room?operation=7&type=live&room=a%20b%26c"
+        );
+        assert!(room_path("no-type", 1).unwrap_err().contains("type://id"));
+    }
+
+    #[test]
+    fn an_unreachable_dispatcher_is_a_clear_error() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let o = PublishOptions {
+            http: addr,
+            room: "live://1".into(),
+            op: 1000,
+            rate: 10,
+            fixed_body: None,
+        };
+        let r = run(&o, Duration::from_secs(1), &AtomicBool::new(false));
+        assert_eq!((r.sent, r.ok), (0, 0));
+        let err = r.errors.keys().next().unwrap();
+        assert!(
+            err.contains(&addr.to_string()) && err.contains("refused"),
+            "{err}"
+        );
+        assert!(o.validate().is_ok());
+        assert!(
+            PublishOptions {
+                rate: 0,
+                ..o.clone()
+            }
+            .validate()
+            .is_err()
+        );
+    }
+
+    /// The hand-written client against a canned keep-alive server: two answers on one
+    /// connection, the second split across reads.
+    #[test]
+    fn http_client_reads_answers_by_content_length() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let mut got = Vec::new();
+            for answer in [
+                &br#"{"code":0,"message":""}"#[..],
+                br#"{"code":-400,"message":"x"}"#,
+            ] {
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = s.read(&mut buf).unwrap();
+                    got.extend_from_slice(&buf[..n]);
+                }
+                let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                let head = String::from_utf8_lossy(&got[..head_end]).to_string();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .unwrap()
+                    .trim()
+                    .parse()
+                    .unwrap();
+                while got.len() < head_end + len {
+                    let n = s.read(&mut buf).unwrap();
+                    got.extend_from_slice(&buf[..n]);
+                }
+                got.drain(..head_end + len);
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    answer.len()
+                );
+                s.write_all(reply.as_bytes()).unwrap();
+                s.flush().unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+                s.write_all(answer).unwrap();
+            }
+        });
+        let mut c = HttpClient::connect(addr).unwrap();
+        assert_eq!(c.push("/a", b"{}"), Ok(()));
+        let e = c.push("/b", b"hello").unwrap_err();
+        assert!(e.contains("-400"), "{e}");
+        server.join().unwrap();
+    }
+}
