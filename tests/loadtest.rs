@@ -121,3 +121,60 @@ fn goims_shape_and_an_unreachable_dispatcher() {
     assert_eq!(n, 1);
     assert_eq!(r["publish"]["sent"], 0);
 }
+
+#[test]
+fn compare_prints_each_figure_beside_an_earlier_report() {
+    let up = Up::start(GATEWAY_TOML, DISPATCHER_TOML);
+    let http = up.http.to_string();
+    let dir = TempDir::new("compare");
+    let first = dir.0.join("first.json");
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_corecast"))
+            .arg("loadtest")
+            .args(args(
+                &up,
+                &[
+                    "--tcp",
+                    "50",
+                    "--publish",
+                    &http,
+                    "--push-rate",
+                    "10",
+                    "--duration",
+                    "2s",
+                ],
+            ))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--report", first.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&[
+        "--report",
+        dir.0.join("second.json").to_str().unwrap(),
+        "--compare",
+        first.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("compared with the previous report:"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("  authenticated: 50 -> 50"), "{stderr}");
+    assert!(stderr.contains("  messages missing: 0 -> 0"), "{stderr}");
+    // A report that is not there fails before the run, naming the flag and the path.
+    let missing = dir.0.join("none.json");
+    let out = run(&["--compare", missing.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--compare") && stderr.contains("none.json"),
+        "{stderr}"
+    );
+}

@@ -104,6 +104,10 @@ pub struct Args {
     /// `{"test":1}` (counted, not sequence-checked). Needs --publish.
     #[arg(long)]
     pub goim_shape: bool,
+    /// An earlier report (the JSON `--report` writes): print this run's headline figures beside
+    /// its figures, with the change of each.
+    #[arg(long)]
+    pub compare: Option<PathBuf>,
 }
 
 /// Parses `90`, `90s`, `1.5s`, `250ms`, `5m`, `1h`.
@@ -240,6 +244,18 @@ fn start_publisher(
 /// Runs the hold the flags describe: JSON report on stdout (or `--report`), summary on stderr.
 pub fn run(args: &Args) -> Result<HoldReport> {
     let opts = args.options()?;
+    // Read the report to compare with before the run: a bad path fails now, not after it.
+    let previous = match &args.compare {
+        Some(path) => {
+            let bad = |why: String| Error::Options(format!("--compare {}: {why}", path.display()));
+            let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+            Some(
+                serde_json::from_str::<serde_json::Value>(&text)
+                    .map_err(|e| bad(format!("not a JSON report: {e}")))?,
+            )
+        }
+        None => None,
+    };
     let forward = interrupt::Forward::install(opts.stop.clone());
     let publisher = args.publish_options().map(|p| {
         let total = opts.targets.iter().map(|t| u64::from(t.connections)).sum();
@@ -273,6 +289,10 @@ pub fn run(args: &Args) -> Result<HoldReport> {
     }
     if !args.quiet {
         eprint!("{}", report.summary());
+    }
+    if let Some(previous) = previous {
+        let now = serde_json::to_value(&report).expect("a report always serializes");
+        eprint!("{}", crate::compare::compare(&previous, &now));
     }
     Ok(report)
 }

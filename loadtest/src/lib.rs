@@ -23,6 +23,7 @@
 //!   [`report::HoldReport`].
 
 pub mod cli;
+pub mod compare;
 mod conn;
 pub mod cpu;
 mod dial;
