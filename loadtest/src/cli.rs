@@ -104,6 +104,10 @@ pub struct Args {
     /// `{"test":1}` (counted, not sequence-checked). Needs --publish.
     #[arg(long)]
     pub goim_shape: bool,
+    /// hmac auth mode: sign every connection's token with this secret (the gateway's first
+    /// `[auth] secrets` entry).
+    #[arg(long, env = "CORECAST_SECRET")]
+    pub secret: Option<String>,
     /// An earlier report (the JSON `--report` writes): print this run's headline figures beside
     /// its figures, with the change of each.
     #[arg(long)]
@@ -196,6 +200,7 @@ impl Args {
             recv_buffers: self.recv_buffers,
             recv_buffer_size: self.recv_buffer_size,
             quiet: self.quiet,
+            secret: self.secret.clone(),
             ..HoldOptions::default()
         };
         o.validate()?;

@@ -97,6 +97,9 @@ pub struct HoldOptions {
     pub stop: Arc<AtomicBool>,
     /// Counters updated while the run goes, readable from any thread.
     pub live: Arc<Live>,
+    /// hmac auth mode: sign every token with this secret (the gateway's first `auth.secrets`
+    /// entry), valid for a day from the start of the run. `None`: goim's unsigned JSON.
+    pub secret: Option<String>,
 }
 
 impl Default for HoldOptions {
@@ -121,6 +124,7 @@ impl Default for HoldOptions {
             quiet: false,
             stop: Arc::new(AtomicBool::new(false)),
             live: Arc::new(Live::default()),
+            secret: None,
         }
     }
 }

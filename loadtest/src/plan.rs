@@ -37,6 +37,8 @@ pub struct Plan {
     rooms: Rooms,
     key_prefix: String,
     accepts: Vec<i32>,
+    /// hmac mode: the secret and the expiry (unix seconds) every token is signed with.
+    signing: Option<(Vec<u8>, i64)>,
 }
 
 /// The `n`-th automatic loopback source address.
@@ -78,6 +80,12 @@ impl Plan {
             rooms: o.rooms.clone(),
             key_prefix: o.key_prefix.clone(),
             accepts: o.accepts.clone(),
+            signing: o.secret.as_ref().map(|s| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                (s.as_bytes().to_vec(), now + 86_400)
+            }),
         })
     }
 
@@ -115,17 +123,20 @@ impl Plan {
         self.targets[target].addr
     }
 
-    /// The op-7 body of connection `id` (goim's JSON token).
+    /// The op-7 body of connection `id` (goim's JSON token, signed in hmac mode).
     pub fn token(&self, id: u64) -> String {
-        protocol::token::Token {
+        let t = protocol::token::Token {
             mid: id as i64,
             key: format!("{}-{id}", self.key_prefix),
             room_id: self.rooms.room_for(id),
             platform: "loadtest".into(),
             accepts: self.accepts.clone(),
             ..Default::default()
+        };
+        match &self.signing {
+            Some((secret, exp)) => t.sign(secret, *exp).to_json(),
+            None => t.to_json(),
         }
-        .to_json()
     }
 }
 

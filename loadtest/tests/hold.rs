@@ -234,3 +234,32 @@ fn malformed_server_frames_are_counted_and_closed() {
     assert_eq!(report.messages, 0);
     server.join().unwrap();
 }
+
+#[test]
+fn hmac_mode_signs_every_token_and_a_wrong_secret_is_refused_with_its_reason() {
+    let mut c = config();
+    c.auth.mode = "hmac".into();
+    c.auth.secrets = vec!["right-secret".into()];
+    let gw = start(c);
+    let run = |secret: &str| {
+        loadtest::hold::run(HoldOptions {
+            targets: vec![tcp(&gw, 30), ws(&gw, 10)],
+            duration: Duration::from_millis(300),
+            quiet: true,
+            secret: Some(secret.into()),
+            ..HoldOptions::default()
+        })
+        .unwrap()
+    };
+    let ok = run("right-secret");
+    assert_eq!(ok.authenticated, 40, "{}", ok.summary());
+    let bad = run("wrong-secret");
+    assert_eq!(bad.authenticated, 0, "{}", bad.summary());
+    let refused: u64 = bad
+        .close_reasons
+        .iter()
+        .filter(|(reason, _)| reason.contains("signature does not match"))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(refused, 40, "{}", bad.summary());
+}
