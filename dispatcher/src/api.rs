@@ -78,15 +78,20 @@ impl Reply {
 fn answer(app: &App, route: usize, started: Instant, reply: Reply) -> Response {
     app.metrics.request(route, reply.code);
     let name = crate::metrics::ROUTES[route];
-    if reply.code == 0 {
-        tracing::debug!("{name}: code 0 in {:?}", started.elapsed());
-    } else {
-        tracing::info!(
-            "{name}: code {} in {:?}: {}",
-            reply.code,
+    // Failures of the service are warnings; bad requests are the caller's (debug, so a
+    // misbehaving client cannot flood the log; they are counted per route in /metrics).
+    match reply.code {
+        0 => tracing::debug!("{name}: code 0 in {:?}", started.elapsed()),
+        -400 => tracing::debug!(
+            "{name}: code -400 in {:?}: {}",
             started.elapsed(),
             reply.message
-        );
+        ),
+        code => tracing::warn!(
+            "{name}: code {code} in {:?}: {}",
+            started.elapsed(),
+            reply.message
+        ),
     }
     let mut body = serde_json::Map::new();
     body.insert("code".into(), json!(reply.code));
