@@ -108,6 +108,10 @@ pub struct Args {
     /// `[auth] secrets` entry).
     #[arg(long, env = "CORECAST_SECRET")]
     pub secret: Option<String>,
+    /// Also write the report for a person into this directory: report.json, report.md and SVG
+    /// charts (throughput over the run, latency percentiles).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// An earlier report (the JSON `--report` writes): print this run's headline figures beside
     /// its figures, with the change of each.
     #[arg(long)]
@@ -291,6 +295,9 @@ pub fn run(args: &Args) -> Result<HoldReport> {
             source,
         })?,
         None => println!("{json}"),
+    }
+    if let Some(dir) = &args.out {
+        crate::output::write_all(&report, dir)?;
     }
     if !args.quiet {
         eprint!("{}", report.summary());

@@ -33,6 +33,7 @@ mod interrupt;
 pub mod listen;
 pub mod live;
 pub mod options;
+pub mod output;
 mod plan;
 pub mod publish;
 mod read;
