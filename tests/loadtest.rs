@@ -178,3 +178,52 @@ fn compare_prints_each_figure_beside_an_earlier_report() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_broadcast_scenario_reaches_every_connection_in_every_room() {
+    let up = Up::start(GATEWAY_TOML, DISPATCHER_TOML);
+    let http = up.http.to_string();
+    let r = loadtest(&args(
+        &up,
+        &[
+            "--tcp",
+            "150",
+            "--ws",
+            "50",
+            "--rooms",
+            "5",
+            "--publish",
+            &http,
+            "--broadcast",
+            "--push-rate",
+            "20",
+            "--duration",
+            "3s",
+        ],
+    ));
+    let ok = r["publish"]["ok"].as_u64().unwrap();
+    assert!(ok >= 1, "{r}");
+    assert_eq!(r["authenticated"], 200, "{r}");
+    assert_eq!(r["messages"], 200 * ok, "{r}");
+    assert_eq!(r["missing_messages"], 0, "{r}");
+    assert_eq!(r["order"]["gaps"], 0, "{r}");
+    // An op the connections do not accept is refused before the run.
+    let out = Command::new(env!("CARGO_BIN_EXE_corecast"))
+        .arg("loadtest")
+        .args(args(
+            &up,
+            &[
+                "--tcp",
+                "1",
+                "--publish",
+                &http,
+                "--broadcast",
+                "--push-op",
+                "7",
+            ],
+        ))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--push-op 7 is not in --accepts"));
+}

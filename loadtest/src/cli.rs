@@ -100,6 +100,10 @@ pub struct Args {
     /// broadcasts; room pushes reach every member).
     #[arg(long, default_value_t = 1000)]
     pub push_op: i32,
+    /// With --publish: push to every connection (goim's `push/all`, the `broadcast`
+    /// scenario) instead of --room; --push-op must be in --accepts. Works with --rooms.
+    #[arg(long)]
+    pub broadcast: bool,
     /// goim's published benchmark shape: every connection in one room, 40 pushes/s, body
     /// `{"test":1}` (counted, not sequence-checked). Needs --publish.
     #[arg(long)]
@@ -170,10 +174,21 @@ impl Args {
                 "--goim-shape pushes through the dispatcher: give --publish HOST:PORT".into(),
             ));
         }
-        if self.publish.is_some() && self.rooms > 0 {
+        if self.broadcast && self.publish.is_none() {
             return Err(Error::Options(
-                "--publish pushes to one room (--room); drop --rooms".into(),
+                "--broadcast pushes through the dispatcher: give --publish HOST:PORT".into(),
             ));
+        }
+        if self.publish.is_some() && self.rooms > 0 && !self.broadcast {
+            return Err(Error::Options(
+                "--publish pushes to one room (--room); drop --rooms, or add --broadcast".into(),
+            ));
+        }
+        if self.broadcast && !self.accepts.contains(&self.push_op) {
+            return Err(Error::Options(format!(
+                "--broadcast reaches only connections that accept its op: --push-op {} is not in --accepts {:?}",
+                self.push_op, self.accepts
+            )));
         }
         if let Some(p) = self.publish_options() {
             p.validate().map_err(Error::Options)?;
@@ -220,6 +235,7 @@ impl Args {
             http,
             room: self.room.clone(),
             op: self.push_op,
+            broadcast: self.broadcast,
             rate: if self.goim_shape { 40 } else { self.push_rate },
             fixed_body: self.goim_shape.then(|| b"{\"test\":1}".to_vec()),
         })

@@ -143,6 +143,9 @@ pub struct PublishOptions {
     /// The room key (`type://id`) and the op of the pushes.
     pub room: String,
     pub op: i32,
+    /// Push to every connection (goim's `POST /goim/push/all`, delivered where `op` is in the
+    /// connection's accepts) instead of the room.
+    pub broadcast: bool,
     /// Pushes per second.
     pub rate: u32,
     /// A fixed body instead of `{"seq":N,"ts":T}` (goim's shape: `{"test":1}`).
@@ -194,9 +197,20 @@ pub fn room_path(room: &str, op: i32) -> Result<String, String> {
 }
 
 impl PublishOptions {
+    /// The goim route and query of every push.
+    pub fn path(&self) -> Result<String, String> {
+        if self.broadcast {
+            if self.op == 0 {
+                return Err("a broadcast needs a non-zero op (goim's push/all)".into());
+            }
+            return Ok(format!("/goim/push/all?operation={}", self.op));
+        }
+        room_path(&self.room, self.op)
+    }
+
     /// Checks what can be checked before the run.
     pub fn validate(&self) -> Result<(), String> {
-        room_path(&self.room, self.op)?;
+        self.path()?;
         if self.rate == 0 {
             return Err("the push rate must be at least 1 per second".into());
         }
@@ -208,7 +222,7 @@ impl PublishOptions {
 /// answers) are counted in the report by what went wrong.
 pub fn run(o: &PublishOptions, limit: Duration, stop: &AtomicBool) -> PublishReport {
     let mut r = PublishReport::default();
-    let path = match room_path(&o.room, o.op) {
+    let path = match o.path() {
         Ok(p) => p,
         Err(e) => {
             r.errors.insert(e, 1);
@@ -292,6 +306,7 @@ mod tests {
             http: addr,
             room: "live://1".into(),
             op: 1000,
+            broadcast: false,
             rate: 10,
             fixed_body: None,
         };
@@ -311,6 +326,12 @@ mod tests {
             .validate()
             .is_err()
         );
+        let all = PublishOptions {
+            broadcast: true,
+            ..o.clone()
+        };
+        assert_eq!(all.path().unwrap(), "/goim/push/all?operation=1000");
+        assert!(PublishOptions { op: 0, ..all }.validate().is_err());
     }
 
     /// The hand-written client against a canned keep-alive server: two answers on one

@@ -108,7 +108,8 @@ pub struct HoldReport {
 
 impl HoldReport {
     /// Adds the publisher's report and what it implies: every authenticated connection was in
-    /// the room, so each should have received every push that was answered with code 0.
+    /// the room (or, for a broadcast, accepts its op), so each should have received every push
+    /// that was answered with code 0.
     pub fn set_publish(&mut self, p: PublishReport) {
         let expected = self.authenticated * p.ok;
         self.expected_messages = Some(expected);
