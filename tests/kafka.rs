@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use benches::broker::Broker;
+use loadtest::listen::ListenArgs;
 use support::{TempDir, bodies, free_port, gateway, http, listen};
 
 fn dispatcher_toml(broker: u16) -> String {
@@ -100,20 +101,8 @@ impl Drop for DispatcherProc {
     }
 }
 
-fn client(
-    gw: &gateway::Gateway,
-    room: &str,
-    count: Option<u64>,
-    seconds: u64,
-) -> loadtest::listen::ListenArgs {
-    loadtest::listen::ListenArgs {
-        tcp: gw.tcp_addr().to_string(),
-        room: room.into(),
-        json: true,
-        count,
-        seconds: Some(seconds),
-        ..Default::default()
-    }
+fn client(gw: &gateway::Gateway, room: &str, count: Option<u64>, seconds: u64) -> ListenArgs {
+    support::tcp_client(gw.tcp_addr(), room, 0, "", count, seconds)
 }
 
 fn wait_conns(http_addr: SocketAddr, n: u64) {

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use loadtest::listen::ListenArgs;
 use support::{bodies, gateway, listen, post_ok, wait_until};
 
 fn dispatcher(grace_ms: u64) -> dispatcher::Dispatcher {
@@ -19,23 +20,8 @@ fn dispatcher(grace_ms: u64) -> dispatcher::Dispatcher {
     dispatcher::Dispatcher::start(cfg).unwrap()
 }
 
-fn client(
-    gw: &gateway::Gateway,
-    room: &str,
-    key: &str,
-    count: u64,
-) -> loadtest::listen::ListenArgs {
-    loadtest::listen::ListenArgs {
-        tcp: gw.tcp_addr().to_string(),
-        room: room.into(),
-        mid: 0,
-        key: key.into(),
-        accepts: vec![1000],
-        json: true,
-        count: Some(count),
-        seconds: Some(20),
-        ..Default::default()
-    }
+fn client(gw: &gateway::Gateway, room: &str, key: &str, count: u64) -> ListenArgs {
+    support::tcp_client(gw.tcp_addr(), room, 0, key, Some(count), 20)
 }
 
 fn conns(d: &dispatcher::Dispatcher) -> u64 {

@@ -11,6 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use loadtest::listen::ListenArgs;
 use support::{TempDir, bodies, free_port, gateway, listen, post_ok, wait_until};
 
 const REDIS_SERVER: &str = "/usr/bin/redis-server";
@@ -173,18 +174,8 @@ fn dispatcher_config(redis_url: &str, ttl_secs: u64) -> dispatcher::Config {
     cfg
 }
 
-fn client(gw: &gateway::Gateway, mid: i64, key: &str, count: u64) -> loadtest::listen::ListenArgs {
-    loadtest::listen::ListenArgs {
-        tcp: gw.tcp_addr().to_string(),
-        room: "live://1".into(),
-        mid,
-        key: key.into(),
-        accepts: vec![1000],
-        json: true,
-        count: Some(count),
-        seconds: Some(30),
-        ..Default::default()
-    }
+fn client(gw: &gateway::Gateway, mid: i64, key: &str, count: u64) -> ListenArgs {
+    support::tcp_client(gw.tcp_addr(), "live://1", mid, key, Some(count), 30)
 }
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {

@@ -247,7 +247,8 @@ fn cpu_json(before: [f64; 4], after: [f64; 4], clients: f64, tester: Option<f64>
     v
 }
 
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) -> anyhow::Result<()> {
+/// Polls `f` every 20 ms until it holds; an error naming `what` after `secs`.
+pub fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) -> anyhow::Result<()> {
     let end = Instant::now() + Duration::from_secs(secs);
     while !f() {
         if Instant::now() > end {

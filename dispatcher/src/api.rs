@@ -23,6 +23,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::App;
+use crate::metrics::route;
 use crate::nodes::{Backoff, Node, NodesReply};
 use crate::query::Params;
 
@@ -191,7 +192,7 @@ async fn push_keys(State(app): State<Arc<App>>, RawQuery(q): RawQuery, body: Bod
         Ok(Reply::ok(None))
     }
     .await;
-    answer(&app, 0, t, reply.unwrap_or_else(|r| r))
+    answer(&app, route::PUSH_KEYS, t, reply.unwrap_or_else(|r| r))
 }
 
 async fn push_mids(State(app): State<Arc<App>>, RawQuery(q): RawQuery, body: Body) -> Response {
@@ -215,7 +216,7 @@ async fn push_mids(State(app): State<Arc<App>>, RawQuery(q): RawQuery, body: Bod
         Ok(Reply::ok(None))
     }
     .await;
-    answer(&app, 1, t, reply.unwrap_or_else(|r| r))
+    answer(&app, route::PUSH_MIDS, t, reply.unwrap_or_else(|r| r))
 }
 
 async fn push_room(State(app): State<Arc<App>>, RawQuery(q): RawQuery, body: Body) -> Response {
@@ -237,7 +238,7 @@ async fn push_room(State(app): State<Arc<App>>, RawQuery(q): RawQuery, body: Bod
         Ok(Reply::ok(None))
     }
     .await;
-    answer(&app, 2, t, reply.unwrap_or_else(|r| r))
+    answer(&app, route::PUSH_ROOM, t, reply.unwrap_or_else(|r| r))
 }
 
 async fn push_all(State(app): State<Arc<App>>, RawQuery(q): RawQuery, body: Body) -> Response {
@@ -263,7 +264,7 @@ async fn push_all(State(app): State<Arc<App>>, RawQuery(q): RawQuery, body: Body
         Ok(Reply::ok(None))
     }
     .await;
-    answer(&app, 3, t, reply.unwrap_or_else(|r| r))
+    answer(&app, route::PUSH_ALL, t, reply.unwrap_or_else(|r| r))
 }
 
 #[derive(Serialize)]
@@ -303,7 +304,7 @@ async fn online_top(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> Respo
         top.truncate(limit as usize);
         Ok(Reply::ok(Some(json!(top))))
     })();
-    answer(&app, 4, t, reply.unwrap_or_else(|r| r))
+    answer(&app, route::ONLINE_TOP, t, reply.unwrap_or_else(|r| r))
 }
 
 async fn online_room(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> Response {
@@ -325,7 +326,7 @@ async fn online_room(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> Resp
             .collect();
         Ok(Reply::ok(Some(json!(counts))))
     })();
-    answer(&app, 5, t, reply.unwrap_or_else(|r| r))
+    answer(&app, route::ONLINE_ROOM, t, reply.unwrap_or_else(|r| r))
 }
 
 async fn online_total(State(app): State<Arc<App>>) -> Response {
@@ -336,7 +337,7 @@ async fn online_total(State(app): State<Arc<App>>) -> Response {
         conns += g.conn_count;
     }
     let data = json!({"ip_count": ips, "conn_count": conns});
-    answer(&app, 6, t, Reply::ok(Some(data)))
+    answer(&app, route::ONLINE_TOTAL, t, Reply::ok(Some(data)))
 }
 
 async fn nodes_weighted(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> Response {
@@ -387,7 +388,7 @@ async fn nodes_weighted(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> R
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or(Value::Null);
-    answer(&app, 7, t, Reply::ok(Some(data)))
+    answer(&app, route::NODES_WEIGHTED, t, Reply::ok(Some(data)))
 }
 
 async fn nodes_instances(State(app): State<Arc<App>>) -> Response {
@@ -417,7 +418,12 @@ async fn nodes_instances(State(app): State<Arc<App>>) -> Response {
             })
         })
         .collect();
-    answer(&app, 8, t, Reply::ok(Some(Value::Array(list))))
+    answer(
+        &app,
+        route::NODES_INSTANCES,
+        t,
+        Reply::ok(Some(Value::Array(list))),
+    )
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
@@ -445,6 +451,6 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 
 /// Unknown paths: HTTP 404 with gin's body, as goim answers them.
 async fn not_found(State(app): State<Arc<App>>) -> Response {
-    app.metrics.request(9, -400);
+    app.metrics.request(route::OTHER, -400);
     (StatusCode::NOT_FOUND, "404 page not found").into_response()
 }

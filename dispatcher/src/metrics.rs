@@ -5,6 +5,20 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Indices into [`ROUTES`].
+pub mod route {
+    pub const PUSH_KEYS: usize = 0;
+    pub const PUSH_MIDS: usize = 1;
+    pub const PUSH_ROOM: usize = 2;
+    pub const PUSH_ALL: usize = 3;
+    pub const ONLINE_TOP: usize = 4;
+    pub const ONLINE_ROOM: usize = 5;
+    pub const ONLINE_TOTAL: usize = 6;
+    pub const NODES_WEIGHTED: usize = 7;
+    pub const NODES_INSTANCES: usize = 8;
+    pub const OTHER: usize = 9;
+}
+
 /// HTTP routes, for per-route request counts.
 pub const ROUTES: [&str; 10] = [
     "push_keys",

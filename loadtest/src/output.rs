@@ -151,12 +151,7 @@ pub fn markdown(r: &HoldReport) -> String {
             l.max as f64 / 1000.0
         );
     }
-    for (name, map) in [
-        ("connect errors", &r.connect_errors),
-        ("errors", &r.errors),
-        ("malformed", &r.malformed),
-        ("closed by server", &r.close_reasons),
-    ] {
+    for (name, map) in r.problems() {
         if !map.is_empty() {
             let _ = writeln!(s, "{name}:\n");
             for (k, v) in map {

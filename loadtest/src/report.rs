@@ -125,6 +125,17 @@ impl HoldReport {
             .sum()
     }
 
+    /// What went wrong, by kind: connect errors, errors after connect, malformed input, and
+    /// the reasons the server gave for closing.
+    pub fn problems(&self) -> [(&'static str, &BTreeMap<String, u64>); 4] {
+        [
+            ("connect errors", &self.connect_errors),
+            ("errors", &self.errors),
+            ("malformed", &self.malformed),
+            ("closed by server", &self.close_reasons),
+        ]
+    }
+
     /// A few lines for a person.
     pub fn summary(&self) -> String {
         let mut s = String::new();
@@ -172,12 +183,7 @@ impl HoldReport {
                 l.p50, l.p90, l.p99, l.p999, l.max, l.samples
             );
         }
-        for (name, map) in [
-            ("connect errors", &self.connect_errors),
-            ("errors", &self.errors),
-            ("malformed", &self.malformed),
-            ("closed by server", &self.close_reasons),
-        ] {
+        for (name, map) in self.problems() {
             if !map.is_empty() {
                 let items: Vec<String> = map.iter().map(|(k, v)| format!("{k}: {v}")).collect();
                 let _ = writeln!(s, "{name}: {}", items.join(", "));

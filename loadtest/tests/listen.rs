@@ -9,17 +9,15 @@ use std::time::{Duration, Instant};
 
 use gateway::{Config, Gateway};
 use loadtest::listen::{self, ListenArgs, ListenSummary};
-use protocol::batch::BatchBuilder;
 use protocol::frame;
-use protocol::link::{Body, RoomBatch};
 use protocol::op;
 use protocol::token::Token;
 
-type Outcome = (loadtest::Result<ListenSummary>, String);
+mod support;
 
-fn start(c: Config) -> Gateway {
-    Gateway::start(c).expect("gateway starts")
-}
+use support::{push_bodies, start};
+
+type Outcome = (loadtest::Result<ListenSummary>, String);
 
 /// Runs `listen` on its own thread, writing into a `Vec<u8>`.
 fn spawn(args: ListenArgs) -> JoinHandle<Outcome> {
@@ -47,20 +45,6 @@ fn wait_member(gw: &Gateway, room: &str, listener: &JoinHandle<Outcome>) {
     }
 }
 
-fn push_room(gw: &Gateway, room: &str, bodies: &[&str]) {
-    let mut b = BatchBuilder::default();
-    for body in bodies {
-        b.push(1000, body.as_bytes());
-    }
-    gw.ingress()
-        .deliver(Body::RoomBatch(RoomBatch {
-            id: 0,
-            room: room.into(),
-            frames: b.inner_frames().to_vec(),
-        }))
-        .expect("room batch accepted");
-}
-
 fn args(room: &str) -> ListenArgs {
     ListenArgs {
         room: room.into(),
@@ -76,8 +60,8 @@ fn listen_to_three(gw: &Gateway, a: ListenArgs) -> (ListenSummary, String) {
     let room = a.room.clone();
     let listener = spawn(a);
     wait_member(gw, &room, &listener);
-    push_room(gw, &room, &["one", "two {\"n\":2}"]);
-    push_room(gw, &room, &["three"]);
+    push_bodies(gw, &room, ["one", "two {\"n\":2}"]);
+    push_bodies(gw, &room, ["three"]);
     let (r, out) = listener.join().expect("listener thread");
     let summary = r.unwrap_or_else(|e| panic!("listen failed: {e}\n{out}"));
     (summary, out)

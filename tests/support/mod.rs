@@ -201,7 +201,30 @@ pub fn listen(args: loadtest::listen::ListenArgs) -> JoinHandle<Vec<Value>> {
     })
 }
 
-/// Listen args for a client of `up` in `room`.
+/// Listen args for a TCP client of the gateway at `tcp`: JSON output, watching op 1000,
+/// ending after `count` messages (if given) or `seconds`.
+pub fn tcp_client(
+    tcp: SocketAddr,
+    room: &str,
+    mid: i64,
+    key: &str,
+    count: Option<u64>,
+    seconds: u64,
+) -> loadtest::listen::ListenArgs {
+    loadtest::listen::ListenArgs {
+        tcp: tcp.to_string(),
+        room: room.into(),
+        mid,
+        key: key.into(),
+        accepts: vec![1000],
+        json: true,
+        count,
+        seconds: Some(seconds),
+        ..Default::default()
+    }
+}
+
+/// Listen args for a client of `up` in `room`, over WebSocket if `ws`.
 pub fn client(
     up: &Up,
     ws: bool,
@@ -211,15 +234,9 @@ pub fn client(
     accepts: &[i32],
 ) -> loadtest::listen::ListenArgs {
     loadtest::listen::ListenArgs {
-        tcp: up.tcp.to_string(),
         ws: ws.then(|| up.ws.to_string()),
-        room: room.into(),
-        mid,
-        key: key.into(),
         accepts: accepts.to_vec(),
-        json: true,
-        seconds: Some(20),
-        ..Default::default()
+        ..tcp_client(up.tcp, room, mid, key, None, 20)
     }
 }
 

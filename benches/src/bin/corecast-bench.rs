@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use benches::bare_writer::BareWriter;
 use benches::dispatch;
+use benches::dispatch::wait_for;
 use benches::procfs;
 use clap::{Parser, Subcommand};
 use gateway::Gateway;
@@ -153,17 +154,6 @@ impl Tester {
         std::fs::remove_file(&self.report).ok();
         Ok(serde_json::from_str(&text)?)
     }
-}
-
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) -> anyhow::Result<()> {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        if Instant::now() > end {
-            bail!("timed out waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
 }
 
 fn gateway_config() -> gateway::Config {

@@ -178,19 +178,21 @@ impl Registry for Memory {
     }
 }
 
+/// A session event, for the registries' tests.
+#[cfg(test)]
+pub(crate) fn ev(online: bool, mid: i64, key: &str, conn_id: u64) -> Session {
+    Session {
+        online,
+        mid,
+        key: key.into(),
+        conn_id,
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ev(online: bool, mid: i64, key: &str, conn_id: u64) -> Session {
-        Session {
-            online,
-            mid,
-            key: key.into(),
-            conn_id,
-            ..Default::default()
-        }
-    }
 
     #[test]
     fn keys_and_mids_route_to_their_gateways() {

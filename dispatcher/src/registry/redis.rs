@@ -446,15 +446,7 @@ impl Registry for Redis {
 mod tests {
     use super::*;
 
-    fn ev(online: bool, mid: i64, key: &str, conn_id: u64) -> Session {
-        Session {
-            online,
-            mid,
-            key: key.into(),
-            conn_id,
-            ..Default::default()
-        }
-    }
+    use crate::registry::memory::ev;
 
     fn args(c: &Cmd) -> Vec<String> {
         c.args_iter()

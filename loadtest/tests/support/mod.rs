@@ -45,11 +45,11 @@ pub fn now_us() -> u64 {
         .as_micros() as u64
 }
 
-/// One room push of `seqs` as seq bodies (one inner frame each).
-pub fn push_seqs(gw: &Gateway, room: &str, seqs: impl IntoIterator<Item = u64>) {
+/// One room push of these bodies (one inner frame each, op 1000) through the ingress.
+pub fn push_bodies<B: AsRef<[u8]>>(gw: &Gateway, room: &str, bodies: impl IntoIterator<Item = B>) {
     let mut b = BatchBuilder::default();
-    for s in seqs {
-        b.push(1000, loadtest::sequence::body(s, now_us()).as_bytes());
+    for body in bodies {
+        b.push(1000, body.as_ref());
     }
     gw.ingress()
         .deliver(Body::RoomBatch(RoomBatch {
@@ -58,6 +58,16 @@ pub fn push_seqs(gw: &Gateway, room: &str, seqs: impl IntoIterator<Item = u64>) 
             frames: b.inner_frames().to_vec(),
         }))
         .expect("room batch accepted");
+}
+
+/// One room push of `seqs` as seq bodies.
+pub fn push_seqs(gw: &Gateway, room: &str, seqs: impl IntoIterator<Item = u64>) {
+    push_bodies(
+        gw,
+        room,
+        seqs.into_iter()
+            .map(|s| loadtest::sequence::body(s, now_us())),
+    );
 }
 
 /// A hold running on its own thread.
