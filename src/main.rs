@@ -58,7 +58,7 @@ enum Command {
     /// Join a room as a goim client (TCP or WebSocket) and print every message that arrives.
     Listen(loadtest::listen::ListenArgs),
     /// Hold goim connections to a gateway and count what arrives (the bundled load tester).
-    Loadtest(loadtest::cli::Args),
+    Loadtest(Box<loadtest::cli::Args>),
     /// Mint a signed auth token (hmac mode) and print the op-7 JSON body.
     Token {
         /// Secret to sign with (the first of the gateway's [auth] secrets).

@@ -227,3 +227,134 @@ fn the_broadcast_scenario_reaches_every_connection_in_every_room() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--push-op 7 is not in --accepts"));
 }
+
+/// The `push` scenario: key pushes and mid pushes in groups, round-robin over every
+/// connection; each connection gets its own sequence, in order, nothing missing.
+#[test]
+fn the_push_scenario_reaches_each_key_and_each_mid() {
+    let up = Up::start(GATEWAY_TOML, DISPATCHER_TOML);
+    let http = up.http.to_string();
+    for (by, per_push) in [("keys", "40"), ("mids", "30")] {
+        let r = loadtest(&args(
+            &up,
+            &[
+                "--tcp",
+                "200",
+                "--ws",
+                "50",
+                "--publish",
+                &http,
+                "--push",
+                by,
+                "--per-push",
+                per_push,
+                "--push-rate",
+                "50",
+                "--duration",
+                "3s",
+            ],
+        ));
+        assert_eq!(r["authenticated"], 250, "{r}");
+        let groups = r["publish"]["ok_by_group"].as_array().unwrap();
+        let per: u64 = per_push.parse().unwrap();
+        assert_eq!(groups.len() as u64, 250u64.div_ceil(per), "{by}");
+        let ok = r["publish"]["ok"].as_u64().unwrap();
+        assert!(
+            ok >= groups.len() as u64,
+            "{by}: every group pushed at least once: {r}"
+        );
+        let expected = r["expected_messages"].as_u64().unwrap();
+        let want: u64 = groups
+            .iter()
+            .enumerate()
+            .map(|(g, n)| n.as_u64().unwrap() * per.min(250 - g as u64 * per))
+            .sum();
+        assert_eq!(expected, want, "{by}");
+        assert_eq!(r["messages"], expected, "{by}: {r}");
+        assert_eq!(r["missing_messages"], 0, "{by}: {r}");
+        assert_eq!(r["order"]["checked"], expected, "{by}");
+        assert_eq!(r["order"]["gaps"], 0, "{by}: {r}");
+        assert_eq!(r["order"]["reorders"], 0, "{by}: {r}");
+    }
+}
+
+/// The `room` scenario over Zipf-sized rooms: a few big rooms, a long tail; pushes go
+/// round-robin over the rooms and every member of each gets each of its room's pushes.
+#[test]
+fn zipf_sized_rooms_each_get_their_pushes() {
+    let up = Up::start(GATEWAY_TOML, DISPATCHER_TOML);
+    let http = up.http.to_string();
+    let r = loadtest(&args(
+        &up,
+        &[
+            "--tcp",
+            "300",
+            "--rooms",
+            "12",
+            "--zipf",
+            "1.0",
+            "--publish",
+            &http,
+            "--push-rate",
+            "60",
+            "--duration",
+            "3s",
+        ],
+    ));
+    let groups = r["publish"]["ok_by_group"].as_array().unwrap();
+    assert_eq!(groups.len(), 12);
+    let members =
+        loadtest::Rooms::Zipf(loadtest::options::Zipf::new("live", 12, 1.0).unwrap()).members(300);
+    assert!(members[0] > 3 * members[11], "skewed: {members:?}");
+    let want: u64 = groups
+        .iter()
+        .zip(&members)
+        .map(|(n, m)| n.as_u64().unwrap() * m)
+        .sum();
+    assert_eq!(r["expected_messages"], want, "{r}");
+    assert_eq!(r["messages"], want, "{r}");
+    assert_eq!(r["order"]["gaps"], 0, "{r}");
+}
+
+/// The `storm` scenario from the command line: a share of the connections is dropped at
+/// once while pushes go on, and every one of them comes back.
+#[test]
+fn the_storm_scenario_brings_every_dropped_connection_back() {
+    let up = Up::start(GATEWAY_TOML, DISPATCHER_TOML);
+    let http = up.http.to_string();
+    let r = loadtest(&args(
+        &up,
+        &[
+            "--tcp",
+            "300",
+            "--publish",
+            &http,
+            "--push-rate",
+            "20",
+            "--storm",
+            "0.3",
+            "--storm-at",
+            "500ms",
+            "--backoff-base",
+            "100ms",
+            "--backoff-max",
+            "500ms",
+            "--duration",
+            "4s",
+        ],
+    ));
+    let dropped = (0..300)
+        .filter(|&id| loadtest::disrupt::chosen(id, 0.3))
+        .count() as u64;
+    let s = &r["reconnects"];
+    assert_eq!(s["storms"], 1, "{r}");
+    assert_eq!(s["dropped"], dropped, "{s}");
+    assert_eq!(s["reconnected"], dropped, "{s}");
+    assert_eq!(s["waiting_at_end"], 0, "{s}");
+    assert!(s["storm_recovery_secs"].as_f64().is_some(), "{s}");
+    assert_eq!(r["open_at_end"], 300, "{r}");
+    // Dropped connections miss what was pushed while they were away, and nothing else:
+    // no duplicate, no reorder.
+    assert_eq!(r["order"]["duplicates"], 0, "{r}");
+    assert_eq!(r["order"]["reorders"], 0, "{r}");
+}

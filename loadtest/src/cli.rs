@@ -9,8 +9,9 @@ use std::time::Duration;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::options::{HoldOptions, Rooms, Target, Transport};
-use crate::publish::{self, PublishOptions, PublishReport};
+use crate::disrupt::{Backoff, Stall, Storm};
+use crate::options::{HoldOptions, Rooms, Target, Transport, Zipf};
+use crate::publish::{self, PublishOptions, PublishReport, PushTo};
 use crate::report::HoldReport;
 use crate::{Error, Result, hold, interrupt};
 
@@ -38,7 +39,12 @@ pub struct Args {
     /// Room type for --rooms.
     #[arg(long, default_value = "live")]
     pub room_type: String,
-    /// Connection i authenticates with key <key-prefix>-<i> and mid i.
+    /// With --rooms: Zipf-sized rooms instead of round-robin (room k holds a share
+    /// proportional to 1/k^EXP; 1.0 is the classic skew: a few big rooms, a long tail).
+    #[arg(long, value_name = "EXP")]
+    pub zipf: Option<f64>,
+    /// Connection i authenticates with key <key-prefix>-<i> and mid i+1 (goim's mid 0 is "not
+    /// logged in").
     #[arg(long, default_value = "loadtest")]
     pub key_prefix: String,
     /// The token's accepts (ops received through key pushes and broadcasts).
@@ -104,6 +110,47 @@ pub struct Args {
     /// scenario) instead of --room; --push-op must be in --accepts. Works with --rooms.
     #[arg(long)]
     pub broadcast: bool,
+    /// With --publish: the `push` scenario: push to the connections' keys (goim's
+    /// `push/keys`) or mids (`push/mids`), --per-push of them per push, round-robin over all
+    /// connections, so each gets its own sequence; --push-op must be in --accepts.
+    #[arg(long, value_enum)]
+    pub push: Option<PushBy>,
+    /// Keys or mids per push with --push.
+    #[arg(long, default_value_t = 100)]
+    pub per_push: u32,
+    /// The `storm` scenario: drop this share (0 to 1) of the open connections at once during
+    /// the hold; they reconnect with jittered exponential backoff (--backoff-base/-max), and
+    /// the report gives how long until all were back.
+    #[arg(long, value_name = "SHARE")]
+    pub storm: Option<f64>,
+    /// When the storm hits, from the start of the hold (default: a third of --duration).
+    #[arg(long, value_parser = parse_duration)]
+    pub storm_at: Option<Duration>,
+    /// The `soak` scenario's churn: connections dropped and replaced per second during the
+    /// hold (give a long --duration).
+    #[arg(long, default_value_t = 0.0, value_name = "PER_SEC")]
+    pub churn: f64,
+    /// Replace connections the server closes (on with --storm and --churn).
+    #[arg(long)]
+    pub reconnect: bool,
+    /// Reconnect backoff: attempt n waits a random time up to min(max, base x 2^n).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub backoff_base: Duration,
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub backoff_max: Duration,
+    /// Make this share (0 to 1) of the connections stop reading for --stall-for, from
+    /// --stall-at into the hold: a gateway with `slow_consumer = "drop-oldest"` drops what
+    /// they cannot take, and the report shows the gaps.
+    #[arg(long, value_name = "SHARE")]
+    pub stall: Option<f64>,
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub stall_at: Duration,
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub stall_for: Duration,
+    /// SO_RCVBUF of every client socket, in bytes (0: the kernel's default); small values
+    /// make a stalled reader back up quickly.
+    #[arg(long, default_value_t = 0)]
+    pub rcvbuf: u32,
     /// goim's published benchmark shape: every connection in one room, 40 pushes/s, body
     /// `{"test":1}` (counted, not sequence-checked). Needs --publish.
     #[arg(long)]
@@ -120,6 +167,13 @@ pub struct Args {
     /// its figures, with the change of each.
     #[arg(long)]
     pub compare: Option<PathBuf>,
+}
+
+/// What `--push` pushes to.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushBy {
+    Keys,
+    Mids,
 }
 
 /// Parses `90`, `90s`, `1.5s`, `250ms`, `5m`, `1h`.
@@ -179,28 +233,36 @@ impl Args {
                 "--broadcast pushes through the dispatcher: give --publish HOST:PORT".into(),
             ));
         }
-        if self.publish.is_some() && self.rooms > 0 && !self.broadcast {
+        if self.push.is_some() && self.publish.is_none() {
             return Err(Error::Options(
-                "--publish pushes to one room (--room); drop --rooms, or add --broadcast".into(),
+                "--push pushes through the dispatcher: give --publish HOST:PORT".into(),
             ));
         }
-        if self.broadcast && !self.accepts.contains(&self.push_op) {
+        if self.push.is_some() && (self.broadcast || self.goim_shape) {
+            return Err(Error::Options(
+                "--push (keys or mids) does not go with --broadcast or --goim-shape".into(),
+            ));
+        }
+        if self.goim_shape && self.rooms > 0 {
+            return Err(Error::Options(
+                "--goim-shape is one room: drop --rooms".into(),
+            ));
+        }
+        if (self.broadcast || self.push.is_some()) && !self.accepts.contains(&self.push_op) {
             return Err(Error::Options(format!(
-                "--broadcast reaches only connections that accept its op: --push-op {} is not in --accepts {:?}",
+                "key, mid and broadcast pushes reach only connections that accept their op: --push-op {} is not in --accepts {:?}",
                 self.push_op, self.accepts
             )));
+        }
+        if self.zipf.is_some() && self.rooms == 0 {
+            return Err(Error::Options(
+                "--zipf sizes the rooms of --rooms N: give --rooms".into(),
+            ));
         }
         if let Some(p) = self.publish_options() {
             p.validate().map_err(Error::Options)?;
         }
-        let rooms = if self.rooms > 0 {
-            Rooms::RoundRobin {
-                kind: self.room_type.clone(),
-                count: self.rooms,
-            }
-        } else {
-            Rooms::One(self.room.clone())
-        };
+        let rooms = self.rooms_plan()?;
         let o = HoldOptions {
             targets,
             rooms,
@@ -220,6 +282,22 @@ impl Args {
             recv_buffer_size: self.recv_buffer_size,
             quiet: self.quiet,
             secret: self.secret.clone(),
+            storm: self.storm.map(|share| Storm {
+                share,
+                at: self.storm_at.unwrap_or(self.duration / 3),
+            }),
+            churn: self.churn,
+            reconnect: self.reconnect,
+            backoff: Backoff {
+                base: self.backoff_base,
+                max: self.backoff_max,
+            },
+            stall: self.stall.map(|share| Stall {
+                share,
+                at: self.stall_at,
+                length: self.stall_for,
+            }),
+            rcvbuf: self.rcvbuf,
             ..HoldOptions::default()
         };
         o.validate()?;
@@ -228,17 +306,60 @@ impl Args {
 }
 
 impl Args {
+    /// The rooms these flags describe.
+    fn rooms_plan(&self) -> Result<Rooms> {
+        Ok(match (self.rooms, self.zipf) {
+            (0, _) => Rooms::One(self.room.clone()),
+            (count, None) => Rooms::RoundRobin {
+                kind: self.room_type.clone(),
+                count,
+            },
+            (count, Some(exp)) => Rooms::Zipf(Zipf::new(&self.room_type, count, exp)?),
+        })
+    }
+
+    fn connections(&self) -> u64 {
+        u64::from(self.tcp) + u64::from(self.ws)
+    }
+
     /// The publisher these flags describe, if any.
     pub fn publish_options(&self) -> Option<PublishOptions> {
         let http = self.publish?;
+        let count = self.connections();
+        let to = match self.push {
+            Some(PushBy::Keys) => PushTo::Keys {
+                prefix: self.key_prefix.clone(),
+                count,
+                per_push: self.per_push,
+            },
+            Some(PushBy::Mids) => PushTo::Mids {
+                count,
+                per_push: self.per_push,
+            },
+            None if self.broadcast => PushTo::All,
+            None => PushTo::Rooms(self.rooms_plan().ok()?.names()),
+        };
         Some(PublishOptions {
             http,
-            room: self.room.clone(),
+            to,
             op: self.push_op,
-            broadcast: self.broadcast,
             rate: if self.goim_shape { 40 } else { self.push_rate },
             fixed_body: self.goim_shape.then(|| b"{\"test\":1}".to_vec()),
         })
+    }
+
+    /// How many connections each push group reaches (see [`HoldReport::set_publish`]).
+    fn members(&self, to: &PushTo) -> Option<Vec<u64>> {
+        let n = self.connections();
+        match to {
+            PushTo::All => None,
+            PushTo::Rooms(r) if r.len() == 1 => None,
+            PushTo::Rooms(_) => self.rooms_plan().ok().map(|r| r.members(n)),
+            PushTo::Keys { per_push, .. } | PushTo::Mids { per_push, .. } => {
+                let k = u64::from(*per_push).max(1);
+                Some((0..n.div_ceil(k)).map(|g| k.min(n - g * k)).collect())
+            }
+        }
     }
 }
 
@@ -299,8 +420,9 @@ pub fn run(args: &Args) -> Result<HoldReport> {
     stop.store(true, Ordering::Relaxed);
     let mut report = result?;
     if let Some(p) = publisher {
+        let members = args.publish_options().and_then(|o| args.members(&o.to));
         match p.join() {
-            Ok(r) => report.set_publish(r),
+            Ok(r) => report.set_publish(r, members.as_deref()),
             Err(_) => return Err(Error::Options("the publisher thread panicked".into())),
         }
     }

@@ -58,6 +58,12 @@ pub struct Conn {
     /// WebSocket: upgraded while the upgrade request's send had not completed yet; the auth
     /// goes out when it does.
     pub auth_queued: bool,
+    /// Not reading (a stall, `crate::disrupt`): the receive is not re-armed.
+    pub paused: bool,
+    /// This connection replaces an earlier one with the same id (a reconnect), made on attempt
+    /// `retry` (0: the first after the earlier one ended).
+    pub again: bool,
+    pub retry: u8,
 }
 
 impl Conn {
@@ -73,6 +79,9 @@ impl Conn {
             ws,
             recv_armed: false,
             auth_queued: false,
+            paused: false,
+            again: false,
+            retry: 0,
         }
     }
 

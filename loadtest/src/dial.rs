@@ -9,8 +9,9 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-/// A non-blocking TCP socket for `dst`, bound to `src` if given.
-pub fn socket(dst: &SocketAddr, src: Option<Ipv4Addr>) -> io::Result<Socket> {
+/// A non-blocking TCP socket for `dst`, bound to `src` if given, with `SO_RCVBUF` set to
+/// `rcvbuf` unless 0 (before connect, so the window is sized from it).
+pub fn socket(dst: &SocketAddr, src: Option<Ipv4Addr>, rcvbuf: u32) -> io::Result<Socket> {
     let s = Socket::new(
         Domain::for_address(*dst),
         Type::STREAM.nonblocking().cloexec(),
@@ -18,6 +19,9 @@ pub fn socket(dst: &SocketAddr, src: Option<Ipv4Addr>) -> io::Result<Socket> {
     )?;
     s.set_reuse_address(true)?;
     s.set_tcp_nodelay(true)?;
+    if rcvbuf > 0 {
+        s.set_recv_buffer_size(rcvbuf as usize)?;
+    }
     if let Some(src) = src {
         set_bind_no_port(&s)?;
         s.bind(&SockAddr::from(SocketAddrV4::new(src, 0)))?;
@@ -105,9 +109,12 @@ mod tests {
         let s = socket(
             &"127.0.0.1:9".parse().unwrap(),
             Some(Ipv4Addr::new(127, 0, 1, 7)),
+            4096,
         )
         .unwrap();
         let local = s.local_addr().unwrap().as_socket().unwrap();
         assert_eq!(local.ip(), std::net::IpAddr::from([127, 0, 1, 7]));
+        // The kernel doubles SO_RCVBUF for its bookkeeping.
+        assert_eq!(s.recv_buffer_size().unwrap(), 8192);
     }
 }

@@ -8,10 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::disrupt::{ReconnectReport, Reconnects};
 use crate::live::Snapshot;
 use crate::options::HoldOptions;
 use crate::plan::Plan;
 use crate::report::{HoldReport, Latency};
+use crate::sequence::Gaps;
 use crate::tally::Tally;
 use crate::worker::{self, Outcome, Setup};
 use crate::{Error, Result, cpu};
@@ -54,6 +56,13 @@ pub fn run(opts: HoldOptions) -> Result<HoldReport> {
             recv_buffer_size: opts.recv_buffer_size,
             live: live.clone(),
             halt: halt.clone(),
+            orders: opts.orders.clone(),
+            storm: opts.storm,
+            churn: opts.churn / threads as f64,
+            reconnect: opts.reconnect || opts.storm.is_some() || opts.churn > 0.0,
+            backoff: opts.backoff,
+            stall: opts.stall,
+            rcvbuf: opts.rcvbuf,
         };
         let spawned = std::thread::Builder::new()
             .name(format!("loadtest-{t}"))
@@ -74,12 +83,43 @@ pub fn run(opts: HoldOptions) -> Result<HoldReport> {
     let mut last = before;
     let mut next_tick = start + Duration::from_secs(1);
     let mut held_from: Option<Instant> = None;
+    let orders = &opts.orders;
+    let mut storm_at: Option<Instant> = None;
+    let mut recovery: Option<f64> = None;
     loop {
         std::thread::sleep(WATCH);
         let now = Instant::now();
         let snap = live.snapshot();
         if held_from.is_none() && snap.settled - before.settled >= total {
             held_from = Some(now);
+            if opts.churn > 0.0 {
+                orders.churning.store(true, Ordering::Relaxed);
+            }
+        }
+        let reconnecting = snap.reconnecting.wrapping_sub(before.reconnecting);
+        if let Some(h) = held_from {
+            let into = now - h;
+            if let Some(storm) = opts.storm
+                && storm_at.is_none()
+                && into >= storm.at
+            {
+                storm_at = Some(now);
+                orders.storms.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(stall) = opts.stall {
+                let on = into >= stall.at && into < stall.at + stall.length;
+                orders.stalled.store(on, Ordering::Relaxed);
+            }
+        }
+        // A storm's connections are back once none is waiting (checked a little after the
+        // storm, so the workers have seen it).
+        if let Some(at) = storm_at
+            && recovery.is_none()
+            && opts.churn == 0.0
+            && now >= at + WATCH * 5
+            && reconnecting == 0
+        {
+            recovery = Some((now - at).as_secs_f64());
         }
         if now >= next_tick {
             series.push(snap.messages - last.messages);
@@ -90,7 +130,8 @@ pub fn run(opts: HoldOptions) -> Result<HoldReport> {
             next_tick += Duration::from_secs(1);
         }
         // Nothing left to hold: every connection settled and none is open.
-        let all_gone = held_from.is_some() && snap.open.wrapping_sub(before.open) == 0;
+        let all_gone =
+            held_from.is_some() && snap.open.wrapping_sub(before.open) == 0 && reconnecting == 0;
         if opts.stop.load(Ordering::Relaxed)
             || held_from.is_some_and(|h| now >= h + opts.duration)
             || all_gone
@@ -100,6 +141,8 @@ pub fn run(opts: HoldOptions) -> Result<HoldReport> {
         }
     }
     halt.store(true, Ordering::Relaxed);
+    orders.churning.store(false, Ordering::Relaxed);
+    orders.stalled.store(false, Ordering::Relaxed);
     let ended = Instant::now();
     let mut outcomes = Vec::with_capacity(threads);
     let mut failure = None;
@@ -129,6 +172,12 @@ pub fn run(opts: HoldOptions) -> Result<HoldReport> {
         outcomes,
         series,
         cpu_secs: cpu::process_secs() - cpu0,
+        disrupted: opts.storm.is_some()
+            || opts.churn > 0.0
+            || opts.stall.is_some()
+            || opts.reconnect,
+        storms: orders.storms.load(Ordering::Relaxed),
+        recovery,
     }))
 }
 
@@ -156,16 +205,26 @@ struct Run {
     outcomes: Vec<Outcome>,
     series: Vec<u64>,
     cpu_secs: f64,
+    /// The run had storms, churn, stalls or reconnects to report.
+    disrupted: bool,
+    storms: u32,
+    recovery: Option<f64>,
 }
 
 fn report(run: Run) -> HoldReport {
     let mut t = Tally::default();
     let mut worker_cpu_secs = 0.0;
     let mut rings = 0;
+    let mut reconnects = Reconnects::default();
+    let mut gaps = Gaps::default();
+    let mut waiting = 0;
     for o in run.outcomes {
         worker_cpu_secs += o.cpu_secs;
         rings += o.rings;
         t.merge(o.tally);
+        reconnects.merge(&o.reconnects);
+        gaps.merge(o.gaps);
+        waiting += o.waiting;
     }
     let secs = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64();
     let (connect_secs, auth_rate) = match (t.first_auth, t.last_auth) {
@@ -212,5 +271,9 @@ fn report(run: Run) -> HoldReport {
         publish: None,
         expected_messages: None,
         missing_messages: None,
+        reconnects: run
+            .disrupted
+            .then(|| ReconnectReport::of(&reconnects, run.storms, waiting, run.recovery)),
+        gaps,
     }
 }

@@ -27,6 +27,7 @@ pub mod compare;
 mod conn;
 pub mod cpu;
 mod dial;
+pub mod disrupt;
 pub mod error;
 pub mod hold;
 mod interrupt;

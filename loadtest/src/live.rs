@@ -45,4 +45,5 @@ live! {
     errors: "connect and protocol errors (every kind)",
     closed_by_server: "connections the server closed",
     open: "connections open now",
+    reconnecting: "connections that ended and whose replacement has not authenticated yet (storm, churn)",
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::disrupt::{Backoff, Orders, Stall, Storm};
 use crate::live::Live;
 use crate::{Error, Result};
 
@@ -36,12 +37,68 @@ pub struct Target {
 }
 
 /// Which room each connection names in its auth token.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Rooms {
     /// Every connection in this room (`type://id`).
     One(String),
     /// Connection `i` in room `<kind>://<1 + i % count>`.
     RoundRobin { kind: String, count: u32 },
+    /// Zipf-sized rooms: a few big rooms and a long tail, as on a live-streaming platform.
+    Zipf(Zipf),
+}
+
+/// Rooms `<kind>://1..=count` where room `k` holds a share of the connections proportional to
+/// `1 / k^exponent`. Connection `i` is placed by a hash of `i` against the cumulative shares,
+/// so the placement is the same in every run and needs no table per connection.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Zipf {
+    pub kind: String,
+    pub count: u32,
+    pub exponent: f64,
+    /// Cumulative shares scaled to 2^32, one per room (the last is 2^32).
+    cum: Arc<[u64]>,
+}
+
+impl Zipf {
+    /// At most this many rooms (the cumulative table costs 8 bytes per room).
+    pub const MAX_ROOMS: u32 = 10_000_000;
+
+    pub fn new(kind: &str, count: u32, exponent: f64) -> Result<Zipf> {
+        if count == 0 || count > Self::MAX_ROOMS {
+            return Err(Error::Options(format!(
+                "zipf rooms: {count} rooms is not in 1..={}",
+                Self::MAX_ROOMS
+            )));
+        }
+        if !(exponent.is_finite() && exponent >= 0.0) {
+            return Err(Error::Options(format!(
+                "zipf exponent {exponent} must be a number >= 0"
+            )));
+        }
+        let weights: Vec<f64> = (1..=count).map(|k| (k as f64).powf(-exponent)).collect();
+        let total: f64 = weights.iter().sum();
+        let mut acc = 0.0;
+        let mut cum: Vec<u64> = weights
+            .iter()
+            .map(|w| {
+                acc += w;
+                ((acc / total) * (1u64 << 32) as f64) as u64
+            })
+            .collect();
+        *cum.last_mut().expect("count >= 1") = 1 << 32;
+        Ok(Zipf {
+            kind: kind.to_string(),
+            count,
+            exponent,
+            cum: cum.into(),
+        })
+    }
+
+    /// The room number (1-based) of connection `i`.
+    pub fn room(&self, i: u64) -> u32 {
+        let h = (i ^ 0x2545_f491).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
+        self.cum.partition_point(|&c| c <= h) as u32 + 1
+    }
 }
 
 impl Rooms {
@@ -50,6 +107,36 @@ impl Rooms {
         match self {
             Rooms::One(room) => room.clone(),
             Rooms::RoundRobin { kind, count } => format!("{kind}://{}", 1 + i % *count as u64),
+            Rooms::Zipf(z) => format!("{}://{}", z.kind, z.room(i)),
+        }
+    }
+
+    /// Every room, in order (`1..=count` for several).
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            Rooms::One(room) => vec![room.clone()],
+            Rooms::RoundRobin { kind, count } => {
+                (1..=*count).map(|k| format!("{kind}://{k}")).collect()
+            }
+            Rooms::Zipf(z) => (1..=z.count).map(|k| format!("{}://{k}", z.kind)).collect(),
+        }
+    }
+
+    /// How many of connections `0..n` are in each room of [`Rooms::names`].
+    pub fn members(&self, n: u64) -> Vec<u64> {
+        match self {
+            Rooms::One(_) => vec![n],
+            Rooms::RoundRobin { count, .. } => {
+                let c = *count as u64;
+                (0..c).map(|k| n / c + u64::from(k < n % c)).collect()
+            }
+            Rooms::Zipf(z) => {
+                let mut m = vec![0u64; z.count as usize];
+                for i in 0..n {
+                    m[z.room(i) as usize - 1] += 1;
+                }
+                m
+            }
         }
     }
 }
@@ -61,7 +148,8 @@ pub struct HoldOptions {
     /// Where to connect and how many; connection ids run through the targets in order.
     pub targets: Vec<Target>,
     pub rooms: Rooms,
-    /// Connection `i` authenticates with key `<key_prefix>-<i>` and mid `i`.
+    /// Connection `i` authenticates with key `<key_prefix>-<i>` and mid `i + 1` (goim's mid 0
+    /// is "not logged in").
     pub key_prefix: String,
     /// The token's `accepts` (ops delivered by key pushes and broadcasts).
     pub accepts: Vec<i32>,
@@ -100,6 +188,22 @@ pub struct HoldOptions {
     /// hmac auth mode: sign every token with this secret (the gateway's first `auth.secrets`
     /// entry), valid for a day from the start of the run. `None`: goim's unsigned JSON.
     pub secret: Option<String>,
+    /// The `storm` scenario: drop a share of the connections at once during the hold.
+    pub storm: Option<Storm>,
+    /// The `soak` scenario's churn: connections dropped (and replaced) per second during the
+    /// hold, over all threads.
+    pub churn: f64,
+    /// Connections that end during the hold are replaced (reconnect with backoff). On with a
+    /// storm or churn; otherwise a connection the server closes stays closed.
+    pub reconnect: bool,
+    pub backoff: Backoff,
+    /// A share of the connections stops reading for a while during the hold.
+    pub stall: Option<Stall>,
+    /// SO_RCVBUF of every client socket (set before connect); 0: the kernel's default. Small
+    /// values make a stalled reader fill up quickly.
+    pub rcvbuf: u32,
+    /// What the coordinating thread orders the workers (storms, churn, stalls).
+    pub orders: Arc<Orders>,
 }
 
 impl Default for HoldOptions {
@@ -125,6 +229,13 @@ impl Default for HoldOptions {
             stop: Arc::new(AtomicBool::new(false)),
             live: Arc::new(Live::default()),
             secret: None,
+            storm: None,
+            churn: 0.0,
+            reconnect: false,
+            backoff: Backoff::default(),
+            stall: None,
+            rcvbuf: 0,
+            orders: Arc::new(Orders::default()),
         }
     }
 }
@@ -182,6 +293,29 @@ impl HoldOptions {
         if self.connect_timeout.is_zero() || self.auth_timeout.is_zero() {
             return bad("connect_timeout and auth_timeout must be above zero".into());
         }
+        let share = |s: f64| (0.0..=1.0).contains(&s);
+        if let Some(st) = &self.storm
+            && !share(st.share)
+        {
+            return bad(format!("storm share {} is not in 0..=1", st.share));
+        }
+        if let Some(st) = &self.stall
+            && (!share(st.share) || st.length.is_zero())
+        {
+            return bad(format!(
+                "stall share {} is not in 0..=1, or its length is zero",
+                st.share
+            ));
+        }
+        if !(self.churn >= 0.0 && self.churn.is_finite()) {
+            return bad(format!(
+                "churn {} is not a rate >= 0 per second",
+                self.churn
+            ));
+        }
+        if self.backoff.base.is_zero() || self.backoff.max < self.backoff.base {
+            return bad("backoff: base must be above zero and max at least base".into());
+        }
         if !self.sources.is_empty() && self.targets.iter().any(|t| t.addr.is_ipv6()) {
             return bad("source addresses are IPv4 but a target is IPv6".into());
         }
@@ -201,7 +335,29 @@ mod tests {
         };
         let got: Vec<String> = (0..4).map(|i| r.room_for(i)).collect();
         assert_eq!(got, ["live://1", "live://2", "live://3", "live://1"]);
+        assert_eq!(r.members(4), [2, 1, 1]);
+        assert_eq!(r.names(), ["live://1", "live://2", "live://3"]);
         assert_eq!(Rooms::One("x://9".into()).room_for(7), "x://9");
+    }
+
+    #[test]
+    fn zipf_rooms_are_skewed_and_complete() {
+        let z = Zipf::new("live", 100, 1.0).unwrap();
+        let rooms = Rooms::Zipf(z.clone());
+        let m = rooms.members(100_000);
+        assert_eq!(m.iter().sum::<u64>(), 100_000);
+        // Room 1 holds 1/H(100) ~ 19.3% of the connections, room 2 half of that.
+        assert!((18_000..21_000).contains(&m[0]), "{}", m[0]);
+        assert!((8_500..10_800).contains(&m[1]), "{}", m[1]);
+        assert!(m[0] > m[9] * 5 && m[99] > 0);
+        assert_eq!(rooms.room_for(7), rooms.room_for(7));
+        let flat = Rooms::Zipf(Zipf::new("a", 4, 0.0).unwrap()).members(40_000);
+        assert!(
+            flat.iter().all(|&n| (9_500..10_500).contains(&n)),
+            "{flat:?}"
+        );
+        assert!(Zipf::new("a", 0, 1.0).is_err());
+        assert!(Zipf::new("a", 3, f64::NAN).is_err());
     }
 
     #[test]

@@ -126,7 +126,8 @@ impl Plan {
     /// The op-7 body of connection `id` (goim's JSON token, signed in hmac mode).
     pub fn token(&self, id: u64) -> String {
         let t = protocol::token::Token {
-            mid: id as i64,
+            // goim treats mid 0 as "not logged in" (never routed by mid): ids start at 1.
+            mid: id as i64 + 1,
             key: format!("{}-{id}", self.key_prefix),
             room_id: self.rooms.room_for(id),
             platform: "loadtest".into(),
@@ -220,7 +221,7 @@ mod tests {
         };
         let p = Plan::new(&o).unwrap();
         let t: serde_json::Value = serde_json::from_str(&p.token(12)).unwrap();
-        assert_eq!(t["mid"], 12);
+        assert_eq!(t["mid"], 13);
         assert_eq!(t["key"], "loadtest-12");
         assert_eq!(t["room_id"], "test://3");
         assert_eq!(t["platform"], "loadtest");

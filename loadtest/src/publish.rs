@@ -1,7 +1,11 @@
-//! The publisher of the `room` scenario: pushes to a room through the dispatcher's HTTP API
-//! (goim's `POST /goim/push/room`) at a fixed rate, on a schedule (push `i` is due at
-//! `start + i / rate`; a slow answer never shifts the later ones, and lateness is recorded, so
-//! coordinated omission cannot hide a stall). Bodies are `{"seq":N,"ts":T}` (T = the push's
+//! The publisher of the `room`, `push` and `broadcast` scenarios: pushes through the
+//! dispatcher's HTTP API (goim's `POST /goim/push/room`, `/keys`, `/mids`, `/all`) at a fixed
+//! rate, on a schedule (push `i` is due at `start + i / rate`; a slow answer never shifts the
+//! later ones, and lateness is recorded, so coordinated omission cannot hide a stall).
+//!
+//! Pushes go round-robin over groups ([`PushTo`]): the rooms, or the connections' keys or mids
+//! in groups of `per_push`. Push `i` goes to group `i % G` with seq `i / G`, so every
+//! connection sees its own sequence 0, 1, 2, ... Bodies are `{"seq":N,"ts":T}` (T = the push's
 //! scheduled time), which the receivers check for loss, order and latency, or a fixed body
 //! (`--goim-shape`: `{"test":1}`, counted only).
 //!
@@ -9,6 +13,7 @@
 //! benchmark).
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -135,17 +140,53 @@ impl HttpClient {
     }
 }
 
+/// Where the pushes go.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PushTo {
+    /// Round-robin over these rooms (`type://id`; goim's `push/room`).
+    Rooms(Vec<String>),
+    /// Every connection (goim's `push/all`, delivered where `op` is in the connection's
+    /// accepts).
+    All,
+    /// Connections `0..count` by key `<prefix>-<i>` (goim's `push/keys`), `per_push` keys per
+    /// push, in groups of consecutive ids.
+    Keys {
+        prefix: String,
+        count: u64,
+        per_push: u32,
+    },
+    /// The same by mid (goim's `push/mids`; the load tester's connection `i` has mid `i + 1`).
+    Mids { count: u64, per_push: u32 },
+}
+
+impl PushTo {
+    /// Groups pushed round-robin.
+    pub fn groups(&self) -> u64 {
+        match self {
+            PushTo::Rooms(rooms) => rooms.len() as u64,
+            PushTo::All => 1,
+            PushTo::Keys {
+                count, per_push, ..
+            }
+            | PushTo::Mids { count, per_push } => count.div_ceil(u64::from(*per_push).max(1)),
+        }
+    }
+
+    /// The ids of group `g` (key and mid pushes).
+    fn ids(count: u64, per_push: u32, g: u64) -> std::ops::Range<u64> {
+        let first = g * u64::from(per_push);
+        first..(first + u64::from(per_push)).min(count)
+    }
+}
+
 /// What to publish.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PublishOptions {
     /// The dispatcher's HTTP address.
     pub http: SocketAddr,
-    /// The room key (`type://id`) and the op of the pushes.
-    pub room: String,
+    pub to: PushTo,
+    /// The op of the pushes.
     pub op: i32,
-    /// Push to every connection (goim's `POST /goim/push/all`, delivered where `op` is in the
-    /// connection's accepts) instead of the room.
-    pub broadcast: bool,
     /// Pushes per second.
     pub rate: u32,
     /// A fixed body instead of `{"seq":N,"ts":T}` (goim's shape: `{"test":1}`).
@@ -162,6 +203,8 @@ pub struct PublishReport {
     pub errors: BTreeMap<String, u64>,
     /// Pushes sent more than 1 ms after their scheduled time (the publisher fell behind).
     pub late_over_1ms: u64,
+    /// Pushes answered with code 0, per group (rooms, key or mid groups; one for `all`).
+    pub ok_by_group: Vec<u64>,
     /// How long the HTTP calls took, in microseconds.
     pub call_us: Option<Latency>,
     pub secs: f64,
@@ -174,43 +217,77 @@ fn now_us() -> u64 {
         .unwrap_or(0)
 }
 
+/// Percent-encodes a query value.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// goim's path for a room push of `op` to `room` (`type://id`).
 pub fn room_path(room: &str, op: i32) -> Result<String, String> {
     let (kind, id) = room
         .split_once("://")
         .ok_or_else(|| format!("room {room:?} is not a goim room key (type://id)"))?;
-    let enc = |s: &str| -> String {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    };
     Ok(format!(
         "/goim/push/room?operation={op}&type={}&room={}",
-        enc(kind),
-        enc(id)
+        encode(kind),
+        encode(id)
     ))
 }
 
 impl PublishOptions {
-    /// The goim route and query of every push.
-    pub fn path(&self) -> Result<String, String> {
-        if self.broadcast {
-            if self.op == 0 {
-                return Err("a broadcast needs a non-zero op (goim's push/all)".into());
+    /// The goim route and query of the pushes to group `g`.
+    pub fn path(&self, g: u64) -> Result<String, String> {
+        let op = self.op;
+        match &self.to {
+            PushTo::All => {
+                if op == 0 {
+                    return Err("a broadcast needs a non-zero op (goim's push/all)".into());
+                }
+                Ok(format!("/goim/push/all?operation={op}"))
             }
-            return Ok(format!("/goim/push/all?operation={}", self.op));
+            PushTo::Rooms(rooms) => {
+                let room = rooms.get(g as usize).ok_or("no room to push to")?;
+                room_path(room, op)
+            }
+            PushTo::Keys {
+                prefix,
+                count,
+                per_push,
+            } => {
+                let mut p = format!("/goim/push/keys?operation={op}");
+                for i in PushTo::ids(*count, *per_push, g) {
+                    let _ = write!(p, "&keys={}", encode(&format!("{prefix}-{i}")));
+                }
+                Ok(p)
+            }
+            PushTo::Mids { count, per_push } => {
+                let mut p = format!("/goim/push/mids?operation={op}");
+                for i in PushTo::ids(*count, *per_push, g) {
+                    let _ = write!(p, "&mids={}", i + 1);
+                }
+                Ok(p)
+            }
         }
-        room_path(&self.room, self.op)
     }
 
     /// Checks what can be checked before the run.
     pub fn validate(&self) -> Result<(), String> {
-        self.path()?;
+        if self.to.groups() == 0 {
+            return Err("nothing to push to (no rooms, or no connections)".into());
+        }
+        for g in 0..self.to.groups().min(1_000) {
+            self.path(g)?;
+        }
+        if let PushTo::Keys { per_push: 0, .. } | PushTo::Mids { per_push: 0, .. } = self.to {
+            return Err("keys/mids per push must be at least 1".into());
+        }
         if self.rate == 0 {
             return Err("the push rate must be at least 1 per second".into());
         }
@@ -221,14 +298,15 @@ impl PublishOptions {
 /// Publishes until `stop` is set or `limit` passes. Failures (an unreachable dispatcher, error
 /// answers) are counted in the report by what went wrong.
 pub fn run(o: &PublishOptions, limit: Duration, stop: &AtomicBool) -> PublishReport {
-    let mut r = PublishReport::default();
-    let path = match o.path() {
-        Ok(p) => p,
-        Err(e) => {
-            r.errors.insert(e, 1);
-            return r;
-        }
+    let groups = o.to.groups().max(1);
+    let mut r = PublishReport {
+        ok_by_group: vec![0; groups as usize],
+        ..PublishReport::default()
     };
+    if let Err(e) = o.validate() {
+        r.errors.insert(e, 1);
+        return r;
+    }
     let mut client = match HttpClient::connect(o.http) {
         Ok(c) => c,
         Err(e) => {
@@ -258,14 +336,19 @@ pub fn run(o: &PublishOptions, limit: Duration, stop: &AtomicBool) -> PublishRep
         if now.saturating_duration_since(due) > Duration::from_millis(1) {
             r.late_over_1ms += 1;
         }
+        let (g, seq) = (i % groups, i / groups);
         let body = match &o.fixed_body {
             Some(b) => b.clone(),
-            None => crate::sequence::body(i, start_us + offset.as_micros() as u64).into_bytes(),
+            None => crate::sequence::body(seq, start_us + offset.as_micros() as u64).into_bytes(),
         };
+        let path = o.path(g).expect("validated above");
         let sent = Instant::now();
         r.sent += 1;
         match client.push(&path, &body) {
-            Ok(()) => r.ok += 1,
+            Ok(()) => {
+                r.ok += 1;
+                r.ok_by_group[g as usize] += 1;
+            }
             Err(e) => {
                 let key: String = e.chars().take(120).collect();
                 *r.errors.entry(key).or_default() += 1;
@@ -304,9 +387,8 @@ mod tests {
             .unwrap();
         let o = PublishOptions {
             http: addr,
-            room: "live://1".into(),
+            to: PushTo::Rooms(vec!["live://1".into()]),
             op: 1000,
-            broadcast: false,
             rate: 10,
             fixed_body: None,
         };
@@ -327,11 +409,62 @@ mod tests {
             .is_err()
         );
         let all = PublishOptions {
-            broadcast: true,
+            to: PushTo::All,
             ..o.clone()
         };
-        assert_eq!(all.path().unwrap(), "/goim/push/all?operation=1000");
+        assert_eq!(all.path(0).unwrap(), "/goim/push/all?operation=1000");
         assert!(PublishOptions { op: 0, ..all }.validate().is_err());
+    }
+
+    #[test]
+    fn key_and_mid_pushes_go_in_groups() {
+        let o = PublishOptions {
+            http: "127.0.0.1:1".parse().unwrap(),
+            to: PushTo::Keys {
+                prefix: "lt x".into(),
+                count: 5,
+                per_push: 2,
+            },
+            op: 1000,
+            rate: 10,
+            fixed_body: None,
+        };
+        assert_eq!(o.to.groups(), 3);
+        assert_eq!(
+            o.path(0).unwrap(),
+            "/goim/push/keys?operation=1000&keys=lt%20x-0&keys=lt%20x-1"
+        );
+        assert_eq!(
+            o.path(2).unwrap(),
+            "/goim/push/keys?operation=1000&keys=lt%20x-4"
+        );
+        let m = PublishOptions {
+            to: PushTo::Mids {
+                count: 3,
+                per_push: 3,
+            },
+            ..o.clone()
+        };
+        assert_eq!(m.to.groups(), 1);
+        assert_eq!(
+            m.path(0).unwrap(),
+            "/goim/push/mids?operation=1000&mids=1&mids=2&mids=3"
+        );
+        let rooms = PublishOptions {
+            to: PushTo::Rooms(vec!["a://1".into(), "a://2".into()]),
+            ..o.clone()
+        };
+        assert_eq!(rooms.to.groups(), 2);
+        assert!(rooms.path(1).unwrap().ends_with("room=2"));
+        let none = PublishOptions {
+            to: PushTo::Keys {
+                prefix: "k".into(),
+                count: 0,
+                per_push: 1,
+            },
+            ..o
+        };
+        assert!(none.validate().unwrap_err().contains("nothing to push"));
     }
 
     /// The hand-written client against a canned keep-alive server: two answers on one

@@ -45,13 +45,26 @@ pub struct Verdict {
 /// Counting context: the worker's tally and the time of this receive (read once, lazily).
 pub struct Counter<'a> {
     pub tally: &'a mut Tally,
+    /// Where gaps are written down.
+    pub gaps: Option<&'a mut sequence::Gaps>,
     now_us: Option<u64>,
 }
 
 impl<'a> Counter<'a> {
+    #[cfg(test)]
     pub fn new(tally: &'a mut Tally) -> Self {
         Counter {
             tally,
+            gaps: None,
+            now_us: None,
+        }
+    }
+
+    /// Also keeps the gaps seen.
+    pub fn with_gaps(tally: &'a mut Tally, gaps: &'a mut sequence::Gaps) -> Self {
+        Counter {
+            tally,
+            gaps: Some(gaps),
             now_us: None,
         }
     }
@@ -71,7 +84,15 @@ impl<'a> Counter<'a> {
         match sequence::parse(body) {
             None => {}
             Some(Ok(stamp)) => {
-                self.tally.order.check(&mut conn.last_seq, stamp.seq);
+                if let Some((after, next)) = self.tally.order.check(&mut conn.last_seq, stamp.seq)
+                    && let Some(gaps) = self.gaps.as_deref_mut()
+                {
+                    gaps.push(sequence::Gap {
+                        conn: conn.id,
+                        after,
+                        next,
+                    });
+                }
                 if let Some(ts) = stamp.ts_us {
                     let now = self.now_us();
                     self.tally.latency(now.saturating_sub(ts));

@@ -8,8 +8,9 @@ use std::fmt::Write;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::disrupt::ReconnectReport;
 use crate::publish::PublishReport;
-use crate::sequence::Order;
+use crate::sequence::{Gaps, Order};
 
 /// Latency from a seq body's `ts` to its arrival, in microseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -104,14 +105,28 @@ pub struct HoldReport {
     pub expected_messages: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub missing_messages: Option<u64>,
+    /// Storms, churn, stalls and reconnects, when the run had any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconnects: Option<ReconnectReport>,
+    /// The gaps behind `order.gaps`: which connection missed which seqs (the first ones seen,
+    /// sorted by connection).
+    pub gaps: Gaps,
 }
 
 impl HoldReport {
     /// Adds the publisher's report and what it implies: every authenticated connection was in
     /// the room (or, for a broadcast, accepts its op), so each should have received every push
     /// that was answered with code 0.
-    pub fn set_publish(&mut self, p: PublishReport) {
-        let expected = self.authenticated * p.ok;
+    ///
+    /// `members[g]` is how many connections push group `g` reaches (a room's members, a key
+    /// or mid group's size); `None` for one room or a broadcast, where every authenticated
+    /// connection counts. With several groups, connections that never authenticated are
+    /// counted as missing too.
+    pub fn set_publish(&mut self, p: PublishReport, members: Option<&[u64]>) {
+        let expected = match members {
+            None => self.authenticated * p.ok,
+            Some(m) => p.ok_by_group.iter().zip(m).map(|(ok, n)| ok * n).sum(),
+        };
         self.expected_messages = Some(expected);
         self.missing_messages = Some(expected.saturating_sub(self.messages));
         self.publish = Some(p);

@@ -1,6 +1,8 @@
 //! The load tester's ring: [`uring::Ring`] (where every unsafe ring call lives, behind its
 //! contract) with the load tester's operations and completion decoding. A request's user data
-//! packs what it is about ([`Op`], the low byte) and the slot (`op | slot << 32`).
+//! packs what it is about ([`Op`], the low byte) and the connection's [`Tag`] (`op | tag <<
+//! 32`): its slot and the slot's generation, so a completion of a connection that has ended
+//! is told apart from one of the connection that reuses its slot.
 //!
 //! Sockets are created by the caller with `socket(2)` and bound, installed into the ring's
 //! fixed-file table with [`Ring::install`] and their ordinary descriptors closed at once; every
@@ -42,15 +44,30 @@ impl Op {
     }
 }
 
-fn user_data(op: Op, slot: u32) -> u64 {
-    op as u64 | (slot as u64) << 32
+/// A connection's name in its ring: the slot (a fixed-file index, below 65,536) and the
+/// slot's generation (bumped each time a connection in the slot ends).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Tag {
+    pub slot: u32,
+    pub gen_: u16,
+}
+
+impl Tag {
+    pub fn new(slot: u32, gen_: u16) -> Tag {
+        debug_assert!(slot <= u16::MAX as u32);
+        Tag { slot, gen_ }
+    }
+}
+
+fn user_data(op: Op, tag: Tag) -> u64 {
+    op as u64 | (tag.slot as u64 & 0xffff) << 32 | (tag.gen_ as u64) << 48
 }
 
 /// One completion, decoded.
 #[derive(Clone, Copy, Debug)]
 pub struct Completion {
     pub op: Op,
-    pub slot: u32,
+    pub tag: Tag,
     pub res: i32,
     pub flags: u32,
 }
@@ -60,7 +77,10 @@ impl Completion {
         let ud = raw.user_data;
         Some(Completion {
             op: Op::from_u8(ud as u8)?,
-            slot: (ud >> 32) as u32,
+            tag: Tag {
+                slot: ((ud >> 32) & 0xffff) as u32,
+                gen_: (ud >> 48) as u16,
+            },
             res: raw.res,
             flags: raw.flags,
         })
@@ -101,45 +121,48 @@ impl Ring {
     /// `addr` (of `len` bytes) and `timeout` must stay valid until the next submit.
     pub unsafe fn connect(
         &mut self,
-        slot: u32,
+        tag: Tag,
         addr: *const libc::sockaddr,
         len: libc::socklen_t,
         timeout: *const Timespec,
     ) {
         let (connect, limit) = (
-            user_data(Op::Connect, slot),
-            user_data(Op::ConnectTimeout, slot),
+            user_data(Op::Connect, tag),
+            user_data(Op::ConnectTimeout, tag),
         );
         // SAFETY: passed on to the caller.
-        unsafe { self.ring.connect(slot, addr, len, timeout, connect, limit) };
+        unsafe {
+            self.ring
+                .connect(tag.slot, addr, len, timeout, connect, limit)
+        };
     }
 
     /// Arms a multishot receive on a slot, into the provided buffers.
-    pub fn recv(&mut self, slot: u32) {
-        self.ring.recv(slot, user_data(Op::Recv, slot));
+    pub fn recv(&mut self, tag: Tag) {
+        self.ring.recv(tag.slot, user_data(Op::Recv, tag));
     }
 
     /// Sends `len` bytes at `ptr` on a slot.
     ///
     /// # Safety
     /// The memory must stay valid and unchanged until the completion arrives.
-    pub unsafe fn send(&mut self, slot: u32, ptr: *const u8, len: u32) {
-        let ud = user_data(Op::Send, slot);
+    pub unsafe fn send(&mut self, tag: Tag, ptr: *const u8, len: u32) {
+        let ud = user_data(Op::Send, tag);
         // SAFETY: passed on to the caller.
-        unsafe { self.ring.send(slot, ptr, len, ud) };
+        unsafe { self.ring.send(tag.slot, ptr, len, ud) };
     }
 
     /// Closes a slot whose socket the server already closed (nothing is pending on it).
-    pub fn close(&mut self, slot: u32) {
-        self.ring.close(slot, user_data(Op::Close, slot));
+    pub fn close(&mut self, tag: Tag) {
+        self.ring.close(tag.slot, user_data(Op::Close, tag));
     }
 
     /// Shuts a slot's socket down (ending its pending receive) and then closes the slot.
-    pub fn shutdown_and_close(&mut self, slot: u32) {
+    pub fn shutdown_and_close(&mut self, tag: Tag) {
         self.ring.shutdown_and_close(
-            slot,
-            user_data(Op::Shutdown, slot),
-            user_data(Op::Close, slot),
+            tag.slot,
+            user_data(Op::Shutdown, tag),
+            user_data(Op::Close, tag),
         );
     }
 
@@ -147,9 +170,9 @@ impl Ring {
     /// looks in one hash bucket: cancelling every request of a ring this way is linear, where
     /// one "cancel any" is quadratic in the requests in flight). An [`Op::Cancel`] completion
     /// follows.
-    pub fn cancel(&mut self, op: Op, slot: u32) {
+    pub fn cancel(&mut self, op: Op, tag: Tag) {
         self.ring
-            .cancel(user_data(op, slot), user_data(Op::Cancel, slot));
+            .cancel(user_data(op, tag), user_data(Op::Cancel, tag));
     }
 
     /// Submits what is queued without waiting.

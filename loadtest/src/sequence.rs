@@ -82,8 +82,9 @@ pub struct Order {
 }
 
 impl Order {
-    /// Checks `seq` against a connection's `last` (None before its first seq body) and moves it.
-    pub fn check(&mut self, last: &mut Option<u64>, seq: u64) {
+    /// Checks `seq` against a connection's `last` (None before its first seq body) and moves
+    /// it. Returns the gap when `seq` jumps over others: the last seq seen and this one.
+    pub fn check(&mut self, last: &mut Option<u64>, seq: u64) -> Option<(u64, u64)> {
         self.checked += 1;
         match *last {
             None => *last = Some(seq),
@@ -91,6 +92,7 @@ impl Order {
             Some(l) if seq > l => {
                 self.gaps += seq - l - 1;
                 *last = Some(seq);
+                return Some((l, seq));
             }
             Some(l) if seq == l => self.duplicates += 1,
             Some(_) => {
@@ -98,6 +100,7 @@ impl Order {
                 self.gaps = self.gaps.saturating_sub(1);
             }
         }
+        None
     }
 
     pub fn add(&mut self, o: &Order) {
@@ -106,6 +109,50 @@ impl Order {
         self.duplicates += o.duplicates;
         self.reorders += o.reorders;
         self.bad_bodies += o.bad_bodies;
+    }
+}
+
+/// Gaps kept for the report, at most this many (the count in [`Order::gaps`] is exact).
+pub const MAX_GAP_SAMPLES: usize = 1_000;
+
+/// One gap: connection `conn` saw seq `after`, then seq `next`; the seqs between are missing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Gap {
+    pub conn: u32,
+    pub after: u64,
+    pub next: u64,
+}
+
+impl Gap {
+    /// Seqs missing in this gap.
+    pub fn missing(&self) -> u64 {
+        self.next - self.after - 1
+    }
+}
+
+/// The first [`MAX_GAP_SAMPLES`] gaps seen (per thread, then merged and sorted).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Gaps {
+    pub samples: Vec<Gap>,
+    /// Gaps not kept because the list was full.
+    pub not_kept: u64,
+}
+
+impl Gaps {
+    pub fn push(&mut self, g: Gap) {
+        if self.samples.len() < MAX_GAP_SAMPLES {
+            self.samples.push(g);
+        } else {
+            self.not_kept += 1;
+        }
+    }
+
+    pub fn merge(&mut self, o: Gaps) {
+        self.not_kept += o.not_kept;
+        for g in o.samples {
+            self.push(g);
+        }
+        self.samples.sort_by_key(|g| (g.conn, g.after));
     }
 }
 
@@ -159,11 +206,37 @@ mod tests {
     fn counts_gaps_duplicates_and_reorders() {
         let mut o = Order::default();
         let mut last = None;
+        let mut gaps = Vec::new();
         for s in [5, 6, 7, 9, 9, 8, 10, 13] {
-            o.check(&mut last, s);
+            gaps.extend(o.check(&mut last, s));
         }
+        assert_eq!(gaps, [(7, 9), (10, 13)]);
         // 9 skips 8 (gap), 9 again (duplicate), 8 late (reorder, fills the gap), 13 skips 11, 12
         assert_eq!((o.checked, o.gaps, o.duplicates, o.reorders), (8, 2, 1, 1));
         assert_eq!(last, Some(13));
+    }
+
+    #[test]
+    fn gap_samples_are_bounded_and_sorted() {
+        let mut a = Gaps::default();
+        for i in 0..MAX_GAP_SAMPLES as u64 + 5 {
+            a.push(Gap {
+                conn: 1,
+                after: i,
+                next: i + 3,
+            });
+        }
+        assert_eq!(a.not_kept, 5);
+        let mut b = Gaps::default();
+        b.push(Gap {
+            conn: 0,
+            after: 1,
+            next: 3,
+        });
+        b.merge(a);
+        assert_eq!(b.samples[0].conn, 0);
+        assert_eq!(b.samples[0].missing(), 1);
+        assert_eq!(b.samples.len(), MAX_GAP_SAMPLES);
+        assert_eq!(b.not_kept, 6);
     }
 }

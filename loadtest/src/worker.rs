@@ -7,11 +7,15 @@
 //! reaps every ring without blocking; when a turn found nothing to do the thread sleeps in
 //! `poll(2)` on the eventfd, at most until its next timer (and never more than 50 ms).
 //!
-//! Connection `k` of the thread sits in ring `k / slots` at slot `k % slots`; slots are not
-//! reused within a run, so a completion for a slot whose connection has ended is simply
-//! ignored (its buffer recycled).
+//! Connection `k` of the thread first sits in ring `k / slots` at slot `k % slots`. When a
+//! connection ends, its slot's generation is bumped at once (so every late completion of the
+//! ended connection is recognised by its [`Tag`] and ignored, its buffer recycled) and the slot
+//! becomes free when its close completes. Replacement connections (storms, churn, reconnects
+//! after the server closed: `crate::disrupt`) take free slots; they wait in a queue ordered by
+//! the time their backoff ends.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,11 +26,13 @@ use uring::Timespec;
 
 use crate::conn::{Conn, Extra, Sending, State};
 use crate::dial;
+use crate::disrupt::{self, Backoff, Orders, Reconnects, Stall, Storm};
 use crate::live::{Live, Snapshot};
 use crate::options::Transport;
 use crate::plan::Plan;
 use crate::read::{self, Counter, End};
-use crate::ring::{Completion, Op, Ring, RingSize};
+use crate::ring::{Completion, Op, Ring, RingSize, Tag};
+use crate::sequence::Gaps;
 use crate::tally::Tally;
 use crate::wire::{self, Rng};
 
@@ -60,11 +66,23 @@ pub struct Setup {
     pub recv_buffer_size: u32,
     pub live: Arc<Live>,
     pub halt: Arc<AtomicBool>,
+    pub orders: Arc<Orders>,
+    pub storm: Option<Storm>,
+    /// Connections this thread drops (and replaces) per second while churn is on.
+    pub churn: f64,
+    pub reconnect: bool,
+    pub backoff: Backoff,
+    pub stall: Option<Stall>,
+    pub rcvbuf: u32,
 }
 
 /// What a worker hands back.
 pub struct Outcome {
     pub tally: Tally,
+    pub reconnects: Reconnects,
+    pub gaps: Gaps,
+    /// Connections waiting for their replacement when the run ended.
+    pub waiting: u64,
     /// CPU seconds this thread used.
     pub cpu_secs: f64,
     pub rings: usize,
@@ -82,6 +100,16 @@ enum Why {
 struct RingCtx {
     ring: Ring,
     conns: Vec<Option<Conn>>,
+    /// Each slot's generation (see the module comment).
+    gens: Vec<u16>,
+    /// Slots whose last connection's close has completed.
+    free: Vec<u32>,
+}
+
+impl RingCtx {
+    fn tag(&self, slot: u32) -> Tag {
+        Tag::new(slot, self.gens[slot as usize])
+    }
 }
 
 struct Worker {
@@ -110,7 +138,20 @@ struct Worker {
     next_scan_ms: u64,
     /// Send buffers of connections that ended while their send was in flight, kept until the
     /// send completes.
-    orphans: HashMap<(usize, u32), Box<Extra>>,
+    orphans: HashMap<(usize, Tag), Box<Extra>>,
+    /// Replacements due: (when, connection id, attempt).
+    queue: BinaryHeap<Reverse<(u64, u32, u8)>>,
+    /// When each connection waiting for its replacement ended (ms since the worker started).
+    ended_at: HashMap<u32, u64>,
+    reconnects: Reconnects,
+    gaps: Gaps,
+    storms_done: u32,
+    stalling: bool,
+    /// Churn: drops owed (fractional), when they were last accrued, and where the round-robin
+    /// walk over the slots stands.
+    churn_owed: f64,
+    churn_at_ms: Option<u64>,
+    churn_cursor: (usize, usize),
 }
 
 /// Runs one worker to the end. An `Err` is a failure of the engine itself (a ring or an
@@ -125,10 +166,14 @@ pub fn run(s: Setup) -> Result<Outcome, String> {
     let mut w = Worker::new(s)?;
     let result = w.run();
     let rings = w.rings.len();
+    let waiting = w.ended_at.len() as u64;
     w.teardown();
     result?;
     Ok(Outcome {
         tally: std::mem::take(&mut w.tally),
+        reconnects: std::mem::take(&mut w.reconnects),
+        gaps: std::mem::take(&mut w.gaps),
+        waiting,
         cpu_secs: crate::cpu::thread_secs() - cpu0,
         rings,
     })
@@ -173,6 +218,15 @@ impl Worker {
             comps: Vec::with_capacity(4096),
             next_scan_ms: SCAN_MS,
             orphans: HashMap::new(),
+            queue: BinaryHeap::new(),
+            ended_at: HashMap::new(),
+            reconnects: Reconnects::default(),
+            gaps: Gaps::default(),
+            storms_done: 0,
+            stalling: false,
+            churn_owed: 0.0,
+            churn_at_ms: None,
+            churn_cursor: (0, 0),
             s,
         })
     }
@@ -185,6 +239,8 @@ impl Worker {
         while !self.s.halt.load(Ordering::Relaxed) {
             let now = self.now_ms();
             self.open_more(now)?;
+            self.reopen(now);
+            self.follow_orders(now);
             if now >= self.next_scan_ms {
                 self.scan(now);
                 self.next_scan_ms = now + SCAN_MS;
@@ -239,6 +295,11 @@ impl Worker {
                 wait = 0;
             }
         }
+        if let Some(Reverse((due, _, _))) = self.queue.peek()
+            && self.pending < self.s.inflight
+        {
+            wait = wait.min(due.saturating_sub(now));
+        }
         wait
     }
 
@@ -262,6 +323,10 @@ impl Worker {
                 8,
             )
         };
+    }
+
+    fn tag(&self, r: usize, slot: u32) -> Tag {
+        self.rings[r].tag(slot)
     }
 
     fn handle(&self, k: u64) -> (usize, u32) {
@@ -327,7 +392,12 @@ impl Worker {
         })?;
         let mut conns = Vec::with_capacity(slots as usize);
         conns.resize_with(slots as usize, || None);
-        self.rings.push(RingCtx { ring, conns });
+        self.rings.push(RingCtx {
+            ring,
+            conns,
+            gens: vec![0; slots as usize],
+            free: Vec::new(),
+        });
         Ok(())
     }
 
@@ -340,7 +410,7 @@ impl Worker {
             let id = self.id_of(self.next + i);
             let spec = self.s.plan.spec(id);
             self.tally.live.attempted += 1;
-            match dial::socket(&self.s.plan.addr(spec.target), spec.source) {
+            match dial::socket(&self.s.plan.addr(spec.target), spec.source, self.s.rcvbuf) {
                 Ok(sock) => {
                     fds.push(sock.as_raw_fd());
                     sockets.push(Some((sock, spec.target)));
@@ -362,35 +432,244 @@ impl Worker {
                 self.tally.live.settled += 1;
             }
         }
-        let deadline = (now + (self.s.connect_timeout + self.s.auth_timeout).as_millis() as u64)
-            .min(u32::MAX as u64) as u32;
         for (i, s) in sockets.into_iter().enumerate() {
             // The table holds its own reference: the descriptor is closed here.
             let Some((_sock, target)) = s else { continue };
-            let slot = first + i as u32;
             let id = self.id_of(self.next + i as u64) as u32;
-            let ws = self.transports[target] == Transport::Ws;
-            self.rings[r].conns[slot as usize] = Some(Conn::new(id, ws, deadline));
-            self.pending += 1;
-            let dest = &self.dests[target];
-            // SAFETY: `dests` and `connect_timeout` live as long as the worker and are never
-            // moved or changed.
-            unsafe {
-                self.rings[r].ring.connect(
-                    slot,
-                    dest.as_ptr() as *const libc::sockaddr,
-                    dest.len(),
-                    &self.connect_timeout,
-                )
-            };
+            let conn = self.new_conn(id, target, now);
+            self.start_connect(r, first + i as u32, conn, target);
         }
     }
 
+    fn new_conn(&self, id: u32, target: usize, now: u64) -> Conn {
+        let deadline = (now + (self.s.connect_timeout + self.s.auth_timeout).as_millis() as u64)
+            .min(u32::MAX as u64) as u32;
+        Conn::new(id, self.transports[target] == Transport::Ws, deadline)
+    }
+
+    /// Puts `conn` in `slot` (whose socket is installed) and submits its connect.
+    fn start_connect(&mut self, r: usize, slot: u32, conn: Conn, target: usize) {
+        self.rings[r].conns[slot as usize] = Some(conn);
+        self.pending += 1;
+        let tag = self.tag(r, slot);
+        let dest = &self.dests[target];
+        // SAFETY: `dests` and `connect_timeout` live as long as the worker and are never
+        // moved or changed.
+        unsafe {
+            self.rings[r].ring.connect(
+                tag,
+                dest.as_ptr() as *const libc::sockaddr,
+                dest.len(),
+                &self.connect_timeout,
+            )
+        };
+    }
+
+    /// Opens the replacements that are due, into free slots, within the in-flight budget.
+    fn reopen(&mut self, now: u64) {
+        while self.pending < self.s.inflight
+            && let Some(&Reverse((due, id, attempt))) = self.queue.peek()
+            && due <= now
+        {
+            let Some(r) = self.rings.iter().position(|c| !c.free.is_empty()) else {
+                return; // closes still completing
+            };
+            self.queue.pop();
+            let slot = self.rings[r].free.pop().expect("checked non-empty");
+            self.reconnects.attempts += 1;
+            let spec = self.s.plan.spec(id as u64);
+            let opened = dial::socket(&self.s.plan.addr(spec.target), spec.source, self.s.rcvbuf)
+                .map_err(|e| ("socket", e))
+                .and_then(|sock| {
+                    self.rings[r]
+                        .ring
+                        .install(slot, &[sock.as_raw_fd()])
+                        .map_err(|e| ("install", e))
+                });
+            if let Err((what, e)) = opened {
+                let kind = dial::errno_name(e.raw_os_error().unwrap_or(0));
+                self.tally.connect_error(&format!("{what}: {kind}"));
+                self.rings[r].free.push(slot);
+                self.schedule(id, attempt.saturating_add(1), now);
+                continue;
+            }
+            let mut conn = self.new_conn(id, spec.target, now);
+            conn.again = true;
+            conn.retry = attempt;
+            self.start_connect(r, slot, conn, spec.target);
+        }
+    }
+
+    /// Queues the replacement of connection `id` after the backoff of `attempt`.
+    fn schedule(&mut self, id: u32, attempt: u8, now: u64) {
+        let delay = self.s.backoff.delay_ms(attempt, self.rng.next_u64());
+        self.queue.push(Reverse((now + delay, id, attempt)));
+        if let std::collections::hash_map::Entry::Vacant(e) = self.ended_at.entry(id) {
+            e.insert(now);
+            self.tally.live.reconnecting += 1;
+        }
+    }
+
+    /// Carries out what the coordinator ordered: storms, churn, stalls.
+    fn follow_orders(&mut self, now: u64) {
+        let o = &self.s.orders;
+        let storms = o.storms.load(Ordering::Relaxed);
+        let churning = o.churning.load(Ordering::Relaxed);
+        let stalled = o.stalled.load(Ordering::Relaxed);
+        if storms > self.storms_done {
+            self.storms_done = storms;
+            if let Some(storm) = self.s.storm {
+                self.storm(storm.share, now);
+            }
+        }
+        if churning && self.s.churn > 0.0 {
+            let last = *self.churn_at_ms.get_or_insert(now);
+            self.churn_owed += (now - last) as f64 / 1000.0 * self.s.churn;
+            self.churn_at_ms = Some(now);
+            let n = self.churn_owed as u64;
+            if n > 0 {
+                self.churn_owed -= n as f64;
+                self.churn_some(n, now);
+            }
+        } else {
+            self.churn_at_ms = None;
+        }
+        if stalled != self.stalling
+            && let Some(stall) = self.s.stall
+        {
+            self.stalling = stalled;
+            self.set_stall(stall.share, stalled);
+        }
+    }
+
+    fn open_slots(&self) -> Vec<(usize, u32)> {
+        let mut v = Vec::new();
+        for (r, ctx) in self.rings.iter().enumerate() {
+            for (slot, c) in ctx.conns.iter().enumerate() {
+                if c.as_ref().is_some_and(|c| c.state == State::Open) {
+                    v.push((r, slot as u32));
+                }
+            }
+        }
+        v
+    }
+
+    fn storm(&mut self, share: f64, now: u64) {
+        for (r, slot) in self.open_slots() {
+            let id = self.rings[r].conns[slot as usize]
+                .as_ref()
+                .map_or(0, |c| c.id);
+            if disrupt::chosen(id, share) {
+                self.drop_conn(r, slot, now);
+            }
+        }
+    }
+
+    /// Drops `n` open connections, walking the slots round-robin from where the last call
+    /// stopped.
+    fn churn_some(&mut self, mut n: u64, now: u64) {
+        let total: usize = self.rings.iter().map(|c| c.conns.len()).sum();
+        let (mut r, mut slot) = self.churn_cursor;
+        for _ in 0..total {
+            if n == 0 {
+                break;
+            }
+            if r >= self.rings.len() {
+                (r, slot) = (0, 0);
+            }
+            if slot >= self.rings[r].conns.len() {
+                (r, slot) = (r + 1, 0);
+                continue;
+            }
+            let open = self.rings[r].conns[slot]
+                .as_ref()
+                .is_some_and(|c| c.state == State::Open);
+            if open {
+                self.drop_conn(r, slot as u32, now);
+                n -= 1;
+            }
+            slot += 1;
+        }
+        self.churn_cursor = (r, slot);
+    }
+
+    /// The tester closes a connection; it is replaced after a backoff.
+    fn drop_conn(&mut self, r: usize, slot: u32, now: u64) {
+        let Some(conn) = self.release(r, slot) else {
+            return;
+        };
+        self.reconnects.dropped += 1;
+        self.tally.live.open -= 1;
+        self.schedule(conn.id, 0, now);
+    }
+
+    fn set_stall(&mut self, share: f64, on: bool) {
+        for (r, slot) in self.open_slots() {
+            let tag = self.tag(r, slot);
+            let ctx = &mut self.rings[r];
+            let Some(conn) = ctx.conns[slot as usize].as_mut() else {
+                continue;
+            };
+            if on && disrupt::chosen(conn.id, share) {
+                conn.paused = true;
+                self.reconnects.stalled += 1;
+                if conn.recv_armed {
+                    ctx.ring.cancel(Op::Recv, tag);
+                }
+            } else if !on && conn.paused {
+                conn.paused = false;
+                if !conn.recv_armed {
+                    conn.recv_armed = true;
+                    ctx.ring.recv(tag);
+                }
+            }
+        }
+    }
+
+    /// Takes a connection out of its slot and closes the slot (shut down first if a request
+    /// is in flight on it). The slot's generation moves on at once; the slot is free again
+    /// when the close completes.
+    fn release(&mut self, r: usize, slot: u32) -> Option<Conn> {
+        let ctx = &mut self.rings[r];
+        let mut conn = ctx.conns[slot as usize].take()?;
+        let tag = ctx.tag(slot);
+        ctx.gens[slot as usize] = tag.gen_.wrapping_add(1);
+        if conn.sending == Sending::Owned
+            && let Some(extra) = conn.extra.take()
+        {
+            self.orphans.insert((r, tag), extra);
+        }
+        if conn.recv_armed || conn.sending != Sending::Nothing {
+            ctx.ring.shutdown_and_close(tag);
+        } else {
+            ctx.ring.close(tag);
+        }
+        Some(conn)
+    }
+
     fn on_completion(&mut self, r: usize, c: Completion) {
+        let ctx = &mut self.rings[r];
+        if ctx.gens.get(c.tag.slot as usize) != Some(&c.tag.gen_) {
+            // A late completion of a connection that has ended.
+            match c.op {
+                Op::Recv => {
+                    if let Some(bid) = c.buffer() {
+                        ctx.ring.recycle(bid);
+                    }
+                }
+                Op::Send => {
+                    self.orphans.remove(&(r, c.tag));
+                }
+                Op::Close => ctx.free.push(c.tag.slot),
+                _ => {}
+            }
+            return;
+        }
+        let slot = c.tag.slot;
         match c.op {
-            Op::Connect => self.on_connect(r, c.slot, c.res),
+            Op::Connect => self.on_connect(r, slot, c.res),
             Op::Recv => self.on_recv(r, c),
-            Op::Send => self.on_send(r, c.slot, c.res),
+            Op::Send => self.on_send(r, slot, c.res),
             Op::ConnectTimeout | Op::Shutdown | Op::Close | Op::Cancel => {}
         }
     }
@@ -398,23 +677,29 @@ impl Worker {
     fn on_connect(&mut self, r: usize, slot: u32, res: i32) {
         let now = self.now_ms();
         let auth_deadline = (now + self.s.auth_timeout.as_millis() as u64) as u32;
+        let tag = self.tag(r, slot);
         let Some(conn) = self.conn(r, slot) else {
             return;
         };
         if res < 0 {
-            self.rings[r].conns[slot as usize] = None;
+            let again = conn.again;
             self.tally.connect_error(&dial::connect_error_kind(-res));
-            self.tally.live.settled += 1;
             self.pending -= 1;
-            self.rings[r].ring.close(slot);
+            let conn = self.release(r, slot).expect("checked above");
+            if !again {
+                self.tally.live.settled += 1;
+            }
+            self.replace(&conn, now);
             return;
         }
         conn.due_ms = auth_deadline;
         conn.recv_armed = true;
         let (id, ws) = (conn.id, conn.ws);
-        self.tally.live.established += 1;
+        if !conn.again {
+            self.tally.live.established += 1;
+        }
         self.tally.live.open += 1;
-        self.rings[r].ring.recv(slot);
+        self.rings[r].ring.recv(tag);
         let out = if ws {
             let key = wire::ws_key(&mut self.rng);
             let target = self.s.plan.spec(id as u64).target;
@@ -431,8 +716,22 @@ impl Worker {
         self.send_owned(r, slot, out);
     }
 
+    /// Queues the replacement of a connection that ended, if this run replaces them.
+    fn replace(&mut self, conn: &Conn, now: u64) {
+        if !self.s.reconnect || self.s.halt.load(Ordering::Relaxed) {
+            return;
+        }
+        let attempt = if conn.state == State::Open {
+            0
+        } else {
+            conn.retry.saturating_add(1)
+        };
+        self.schedule(conn.id, attempt, now);
+    }
+
     /// Sends bytes owned by the connection (its `Extra::out`), which must not be sending.
     fn send_owned(&mut self, r: usize, slot: u32, bytes: Vec<u8>) {
+        let tag = self.tag(r, slot);
         let ctx = &mut self.rings[r];
         let Some(conn) = ctx.conns[slot as usize].as_mut() else {
             return;
@@ -445,7 +744,7 @@ impl Worker {
         let (ptr, len) = (extra.out.as_ptr(), extra.out.len() as u32);
         // SAFETY: `out` is not touched until the send completes; if the connection ends
         // first, its Extra moves to `orphans` (the heap buffer does not move) until then.
-        unsafe { ctx.ring.send(slot, ptr, len) };
+        unsafe { ctx.ring.send(tag, ptr, len) };
     }
 
     fn send_auth(&mut self, r: usize, slot: u32) {
@@ -461,8 +760,9 @@ impl Worker {
     fn on_recv(&mut self, r: usize, c: Completion) {
         let bid = c.buffer();
         let more = c.more();
+        let slot = c.tag.slot;
         let ctx = &mut self.rings[r];
-        let Some(conn) = ctx.conns[c.slot as usize].as_mut() else {
+        let Some(conn) = ctx.conns[slot as usize].as_mut() else {
             if let Some(bid) = bid {
                 ctx.ring.recycle(bid);
             }
@@ -473,7 +773,7 @@ impl Worker {
         }
         if c.res > 0 {
             let Some(bid) = bid else {
-                self.end(r, c.slot, Why::RecvError(libc::ENOBUFS));
+                self.end(r, slot, Why::RecvError(libc::ENOBUFS));
                 return;
             };
             self.tally.live.bytes += c.res as u64;
@@ -482,55 +782,72 @@ impl Worker {
             }
             // SAFETY: the slice is used only until the recycle below.
             let data = unsafe { ctx.ring.buffer(bid, c.res as usize) };
-            let v = read::on_bytes(conn, data, &mut Counter::new(&mut self.tally));
+            let v = read::on_bytes(
+                conn,
+                data,
+                &mut Counter::with_gaps(&mut self.tally, &mut self.gaps),
+            );
             ctx.ring.recycle(bid);
             if v.upgraded {
                 if conn.sending == Sending::Nothing {
-                    self.send_auth(r, c.slot);
+                    self.send_auth(r, slot);
                 } else {
                     conn.auth_queued = true;
                 }
             }
             if v.authed {
-                self.authenticated(r, c.slot);
+                self.authenticated(r, slot);
             }
             if let Some(end) = v.end {
-                self.end(r, c.slot, Why::Read(end));
+                self.end(r, slot, Why::Read(end));
                 return;
             }
         } else if c.res == 0 {
-            self.end(r, c.slot, Why::Eof);
+            self.end(r, slot, Why::Eof);
             return;
         } else {
             match -c.res {
                 libc::ENOBUFS => self.tally.recv_no_buffer += 1,
-                libc::ECONNRESET => return self.end(r, c.slot, Why::Reset),
+                libc::ECONNRESET => return self.end(r, slot, Why::Reset),
                 libc::ECANCELED => return,
-                e => return self.end(r, c.slot, Why::RecvError(e)),
+                e => return self.end(r, slot, Why::RecvError(e)),
             }
         }
-        if !more && let Some(conn) = self.conn(r, c.slot) {
+        if !more
+            && let Some(conn) = self.conn(r, slot)
+            && !conn.paused
+        {
             conn.recv_armed = true;
-            self.rings[r].ring.recv(c.slot);
+            self.rings[r].ring.recv(c.tag);
         }
     }
 
     fn authenticated(&mut self, r: usize, slot: u32) {
-        let now = Instant::now();
-        let due = (self.now_ms() + self.s.heartbeat_ms).min(u32::MAX as u64) as u32;
-        self.tally.authenticated(now);
-        self.tally.live.settled += 1;
+        let now_ms = self.now_ms();
+        let due = (now_ms + self.s.heartbeat_ms).min(u32::MAX as u64) as u32;
         self.pending -= 1;
-        if let Some(conn) = self.conn(r, slot) {
-            conn.due_ms = due;
-            conn.shrink();
+        let Some(conn) = self.conn(r, slot) else {
+            return;
+        };
+        conn.due_ms = due;
+        conn.shrink();
+        let (again, id) = (conn.again, conn.id);
+        if again {
+            self.reconnects.reconnected += 1;
+            if let Some(at) = self.ended_at.remove(&id) {
+                self.reconnects.record(now_ms.saturating_sub(at));
+                self.tally.live.reconnecting -= 1;
+            }
+        } else {
+            self.tally.authenticated(Instant::now());
+            self.tally.live.settled += 1;
         }
     }
 
     fn on_send(&mut self, r: usize, slot: u32, res: i32) {
+        let tag = self.tag(r, slot);
         let ctx = &mut self.rings[r];
         let Some(conn) = ctx.conns[slot as usize].as_mut() else {
-            self.orphans.remove(&(r, slot));
             return;
         };
         let (ptr, len) = match conn.sending {
@@ -558,7 +875,7 @@ impl Worker {
         if off < len {
             conn.send_off = off as u16;
             // SAFETY: the same buffer as the send that just completed, still untouched.
-            unsafe { ctx.ring.send(slot, ptr.add(off), (len - off) as u32) };
+            unsafe { ctx.ring.send(tag, ptr.add(off), (len - off) as u32) };
             return;
         }
         let was_owned = conn.sending == Sending::Owned;
@@ -575,10 +892,11 @@ impl Worker {
         }
     }
 
-    /// Ends a connection: counts why, and closes its slot.
+    /// Ends a connection: counts why, closes its slot, and queues its replacement if this run
+    /// replaces them.
     fn end(&mut self, r: usize, slot: u32, why: Why) {
-        let ctx = &mut self.rings[r];
-        let Some(mut conn) = ctx.conns[slot as usize].take() else {
+        let now = self.now_ms();
+        let Some(conn) = self.release(r, slot) else {
             return;
         };
         match &why {
@@ -595,22 +913,15 @@ impl Worker {
             }),
         }
         if conn.state != State::Open {
-            self.tally.live.settled += 1;
+            if !conn.again {
+                self.tally.live.settled += 1;
+            }
             self.pending -= 1;
         }
         if conn.state != State::Connecting {
             self.tally.live.open -= 1;
         }
-        if conn.sending == Sending::Owned
-            && let Some(extra) = conn.extra.take()
-        {
-            self.orphans.insert((r, slot), extra);
-        }
-        if conn.recv_armed || conn.sending != Sending::Nothing {
-            ctx.ring.shutdown_and_close(slot);
-        } else {
-            ctx.ring.close(slot);
-        }
+        self.replace(&conn, now);
     }
 
     /// Sends due heartbeats and ends connections past their auth deadline.
@@ -642,9 +953,10 @@ impl Worker {
                         conn.send_off = 0;
                         conn.due_ms = (now + self.s.heartbeat_ms).min(u32::MAX as u64) as u32;
                         self.tally.heartbeats_sent += 1;
+                        let tag = Tag::new(slot as u32, ctx.gens[slot]);
                         // SAFETY: the heartbeat frames live in the worker, which outlives every
                         // send (the teardown waits for them).
-                        unsafe { ctx.ring.send(slot as u32, ptr, len as u32) };
+                        unsafe { ctx.ring.send(tag, ptr, len as u32) };
                     }
                 }
             }
@@ -661,22 +973,22 @@ impl Worker {
         for (r, ctx) in self.rings.iter_mut().enumerate() {
             for (slot, c) in ctx.conns.iter().enumerate() {
                 let Some(conn) = c else { continue };
-                let slot = slot as u32;
+                let tag = Tag::new(slot as u32, ctx.gens[slot]);
                 if conn.state == State::Connecting {
-                    ctx.ring.cancel(Op::Connect, slot);
+                    ctx.ring.cancel(Op::Connect, tag);
                     asked += 1;
                 }
                 if conn.recv_armed {
-                    ctx.ring.cancel(Op::Recv, slot);
+                    ctx.ring.cancel(Op::Recv, tag);
                     asked += 1;
                 }
                 if conn.sending != Sending::Nothing {
-                    ctx.ring.cancel(Op::Send, slot);
+                    ctx.ring.cancel(Op::Send, tag);
                     asked += 1;
                 }
             }
-            for &(_, slot) in self.orphans.keys().filter(|(o, _)| *o == r) {
-                ctx.ring.cancel(Op::Send, slot);
+            for &(_, tag) in self.orphans.keys().filter(|(o, _)| *o == r) {
+                ctx.ring.cancel(Op::Send, tag);
                 asked += 1;
             }
         }
