@@ -17,7 +17,11 @@ use crate::{Error, Result, hold, interrupt};
 
 /// Hold connections to a gateway and count what arrives (goim's benchmark client, at scale).
 #[derive(clap::Args, Clone, Debug, PartialEq)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    /// `merge`: combine several testers' reports instead of running.
+    #[command(subcommand)]
+    pub command: Option<Tool>,
     /// TCP connections to open.
     #[arg(long, default_value_t = 0)]
     pub tcp: u32,
@@ -167,6 +171,21 @@ pub struct Args {
     /// its figures, with the change of each.
     #[arg(long)]
     pub compare: Option<PathBuf>,
+    /// One of several testers: also write what `corecast loadtest merge` needs into the JSON
+    /// report (the raw latency histograms, the run's wall-clock start, the auth times),
+    /// wherever the report goes (stdout, --report, --out's report.json). Run one tester per
+    /// machine with --agent --report FILE, then `corecast loadtest merge FILE...`.
+    #[arg(long)]
+    pub agent: bool,
+}
+
+/// What `corecast loadtest` does besides a run.
+#[derive(clap::Subcommand, Clone, Debug, PartialEq)]
+pub enum Tool {
+    /// Combine the reports of several `corecast loadtest --agent` runs (one per tester
+    /// machine) into one report: counts summed, latency histograms added, per-second series
+    /// lined up by wall-clock start.
+    Merge(crate::merge::MergeArgs),
 }
 
 /// What `--push` pushes to.
@@ -387,8 +406,12 @@ fn start_publisher(
     })
 }
 
-/// Runs the hold the flags describe: JSON report on stdout (or `--report`), summary on stderr.
+/// Runs the hold the flags describe: JSON report on stdout (or `--report`), summary on stderr;
+/// or, with the `merge` subcommand, merges reports (see [`crate::merge`]).
 pub fn run(args: &Args) -> Result<HoldReport> {
+    if let Some(Tool::Merge(m)) = &args.command {
+        return crate::merge::run(m);
+    }
     let opts = args.options()?;
     // Read the report to compare with before the run: a bad path fails now, not after it.
     let previous = match &args.compare {
@@ -426,6 +449,7 @@ pub fn run(args: &Args) -> Result<HoldReport> {
             Err(_) => return Err(Error::Options("the publisher thread panicked".into())),
         }
     }
+    report.agent.on = args.agent;
     let json = serde_json::to_string_pretty(&report).expect("a report always serializes");
     match &args.report {
         Some(path) => std::fs::write(path, json + "\n").map_err(|source| Error::Report {
@@ -517,6 +541,29 @@ mod tests {
         assert_eq!(o.duration, Duration::from_millis(250));
         let none = Cli::parse_from(["loadtest"]).args;
         assert!(none.options().unwrap_err().to_string().contains("--tcp"));
+    }
+
+    #[test]
+    fn merge_is_a_subcommand_beside_the_run_flags() {
+        let a = Cli::parse_from(["loadtest", "--tcp", "10", "--agent"]).args;
+        assert!(a.agent && a.command.is_none());
+        let m = Cli::parse_from(["loadtest", "merge", "a.json", "b.json", "--out", "dir"]).args;
+        let Some(Tool::Merge(m)) = m.command else {
+            panic!("merge parsed as {m:?}")
+        };
+        assert_eq!(
+            m.reports,
+            [PathBuf::from("a.json"), PathBuf::from("b.json")]
+        );
+        assert_eq!(m.out, Some(PathBuf::from("dir")));
+        assert!(
+            Cli::try_parse_from(["loadtest", "merge"]).is_err(),
+            "needs a report"
+        );
+        assert!(
+            Cli::try_parse_from(["loadtest", "--tcp", "10", "merge", "a.json"]).is_err(),
+            "run flags do not go with merge"
+        );
     }
 
     #[test]

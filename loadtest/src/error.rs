@@ -20,6 +20,10 @@ pub enum Error {
     /// A worker thread stopped with an error or panicked.
     #[error("worker thread {thread}: {message}")]
     Worker { thread: usize, message: String },
+    /// A report given to `corecast loadtest merge` could not be used; the message names the
+    /// file and what is wrong with it.
+    #[error("merge: {0}")]
+    Merge(String),
     /// The report could not be written.
     #[error("writing the report to {path}: {source}")]
     Report {

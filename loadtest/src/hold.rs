@@ -12,9 +12,10 @@ use crate::disrupt::{ReconnectReport, Reconnects};
 use crate::live::Snapshot;
 use crate::options::HoldOptions;
 use crate::plan::Plan;
-use crate::report::{HoldReport, Latency};
+use crate::progress::{Line, LiveLatency, Progress};
+use crate::report::HoldReport;
 use crate::sequence::Gaps;
-use crate::tally::Tally;
+use crate::tally::{Shared, Tally};
 use crate::worker::{self, Outcome, Setup};
 use crate::{Error, Result, cpu};
 
@@ -39,6 +40,11 @@ pub fn run(opts: HoldOptions) -> Result<HoldReport> {
     let before = live.snapshot();
     let cpu0 = cpu::process_secs();
     let start = Instant::now();
+    // Every worker counts latency seconds from this instant, on the wall clock.
+    let started_unix_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let shared = Arc::new(Shared::starting_at(started_unix_us));
     let mut handles = Vec::with_capacity(threads);
     for t in 0..threads {
         let setup = Setup {
@@ -63,6 +69,7 @@ pub fn run(opts: HoldOptions) -> Result<HoldReport> {
             backoff: opts.backoff,
             stall: opts.stall,
             rcvbuf: opts.rcvbuf,
+            shared: shared.clone(),
         };
         let spawned = std::thread::Builder::new()
             .name(format!("loadtest-{t}"))
@@ -86,6 +93,7 @@ pub fn run(opts: HoldOptions) -> Result<HoldReport> {
     let orders = &opts.orders;
     let mut storm_at: Option<Instant> = None;
     let mut recovery: Option<f64> = None;
+    let mut shown = (!opts.quiet).then(|| Progress::new(total));
     loop {
         std::thread::sleep(WATCH);
         let now = Instant::now();
@@ -123,8 +131,8 @@ pub fn run(opts: HoldOptions) -> Result<HoldReport> {
         }
         if now >= next_tick {
             series.push(snap.messages - last.messages);
-            if !opts.quiet {
-                progress(start, total, &before, &last, &snap);
+            if let Some(p) = &mut shown {
+                progress(p, start, total, &before, &last, &snap, &shared.live_latency);
             }
             last = snap;
             next_tick += Duration::from_secs(1);
@@ -144,6 +152,9 @@ pub fn run(opts: HoldOptions) -> Result<HoldReport> {
     orders.churning.store(false, Ordering::Relaxed);
     orders.stalled.store(false, Ordering::Relaxed);
     let ended = Instant::now();
+    if let Some(p) = &shown {
+        p.finish();
+    }
     let mut outcomes = Vec::with_capacity(threads);
     let mut failure = None;
     for (t, h) in handles.into_iter().enumerate() {
@@ -167,6 +178,7 @@ pub fn run(opts: HoldOptions) -> Result<HoldReport> {
         total,
         threads,
         start,
+        started_unix_us,
         ended,
         held_from,
         outcomes,
@@ -181,25 +193,27 @@ pub fn run(opts: HoldOptions) -> Result<HoldReport> {
     }))
 }
 
-fn progress(start: Instant, total: u64, base: &Snapshot, last: &Snapshot, now: &Snapshot) {
-    eprintln!(
-        "loadtest {:>5}s  conns {}/{} auth {} open {}  msgs/s {}  msgs {}  errors {}  closed {}",
-        start.elapsed().as_secs(),
-        now.attempted - base.attempted,
-        total,
-        now.authenticated - base.authenticated,
-        now.open.wrapping_sub(base.open),
-        now.messages - last.messages,
-        now.messages - base.messages,
-        now.errors - base.errors,
-        now.closed_by_server - base.closed_by_server,
-    );
+/// One second's progress: the counters since `base`, messages since `last`, and the p99 of
+/// the latency samples the workers fed since the last line.
+fn progress(
+    p: &mut Progress,
+    start: Instant,
+    total: u64,
+    base: &Snapshot,
+    last: &Snapshot,
+    now: &Snapshot,
+    latency: &LiveLatency,
+) {
+    let p99 = p.p99_since_last(latency);
+    p.show(&Line::of(start.elapsed(), total, base, last, now, p99));
 }
 
 struct Run {
     total: u64,
     threads: usize,
     start: Instant,
+    /// `start` on the wall clock, unix µs.
+    started_unix_us: u64,
     ended: Instant,
     held_from: Option<Instant>,
     outcomes: Vec<Outcome>,
@@ -240,7 +254,7 @@ fn report(run: Run) -> HoldReport {
         _ => (0.0, 0.0),
     };
     let l = t.live;
-    HoldReport {
+    let mut r = HoldReport {
         connections: run.total,
         attempted: l.attempted,
         established: l.established,
@@ -255,6 +269,7 @@ fn report(run: Run) -> HoldReport {
         auth_rate,
         hold_secs: run.held_from.map_or(0.0, |h| secs(h, run.ended)),
         elapsed_secs: secs(run.start, run.ended),
+        started_unix_ms: run.started_unix_us / 1000,
         messages: l.messages,
         frames: l.frames,
         bytes: l.bytes,
@@ -263,7 +278,9 @@ fn report(run: Run) -> HoldReport {
         heartbeat_replies: t.heartbeat_replies,
         recv_no_buffer: t.recv_no_buffer,
         order: t.order,
-        latency_us: Latency::of(&t.latency),
+        latency_us: None,
+        latency_by_sec: Vec::new(),
+        latency_cdf: Vec::new(),
         cpu_secs: run.cpu_secs,
         worker_cpu_secs,
         threads: run.threads,
@@ -275,5 +292,12 @@ fn report(run: Run) -> HoldReport {
             .disrupted
             .then(|| ReconnectReport::of(&reconnects, run.storms, waiting, run.recovery)),
         gaps,
-    }
+        warnings: Vec::new(),
+        agent: Default::default(),
+    };
+    r.set_latency(t.latency, t.seconds);
+    r.agent.first_auth_secs = t.first_auth.map(|a| secs(run.start, a));
+    r.agent.last_auth_secs = t.last_auth.map(|b| secs(run.start, b));
+    r.warnings = r.tester_warnings();
+    r
 }

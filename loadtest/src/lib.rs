@@ -33,15 +33,18 @@ pub mod hold;
 mod interrupt;
 pub mod listen;
 pub mod live;
+pub mod merge;
 pub mod options;
 pub mod output;
 mod plan;
+pub mod progress;
 pub mod publish;
 mod read;
 pub mod report;
 mod ring;
 pub mod sequence;
 mod tally;
+pub mod timeline;
 mod wire;
 mod worker;
 

@@ -95,7 +95,7 @@ impl<'a> Counter<'a> {
                 }
                 if let Some(ts) = stamp.ts_us {
                     let now = self.now_us();
-                    self.tally.latency(now.saturating_sub(ts));
+                    self.tally.arrival(ts, now);
                 }
             }
             Some(Err(_)) => self.tally.order.bad_bodies += 1,

@@ -74,6 +74,7 @@ pub struct Setup {
     pub backoff: Backoff,
     pub stall: Option<Stall>,
     pub rcvbuf: u32,
+    pub shared: Arc<crate::tally::Shared>,
 }
 
 /// What a worker hands back.
@@ -204,7 +205,7 @@ impl Worker {
             pending: 0,
             rings: Vec::new(),
             eventfd,
-            tally: Tally::default(),
+            tally: Tally::new(s.shared.clone()),
             published: Snapshot::default(),
             epoch: Instant::now(),
             dests: targets.iter().map(|t| SockAddr::from(t.addr)).collect(),
