@@ -450,17 +450,7 @@ pub fn run(args: &Args) -> Result<HoldReport> {
         }
     }
     report.agent.on = args.agent;
-    let json = serde_json::to_string_pretty(&report).expect("a report always serializes");
-    match &args.report {
-        Some(path) => std::fs::write(path, json + "\n").map_err(|source| Error::Report {
-            path: path.display().to_string(),
-            source,
-        })?,
-        None => println!("{json}"),
-    }
-    if let Some(dir) = &args.out {
-        crate::output::write_all(&report, dir)?;
-    }
+    crate::output::emit(&report, args.report.as_deref(), args.out.as_deref())?;
     if !args.quiet {
         eprint!("{}", report.summary());
     }

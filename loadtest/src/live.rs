@@ -22,7 +22,16 @@ macro_rules! live {
             pub fn snapshot(&self) -> Snapshot {
                 Snapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
             }
+        }
 
+        impl Snapshot {
+            /// The counters of `self` plus those of `other` (merging workers' counts).
+            pub(crate) fn sum(&self, other: &Snapshot) -> Snapshot {
+                Snapshot { $($name: self.$name.wrapping_add(other.$name),)* }
+            }
+        }
+
+        impl Live {
             /// Adds what changed from `before` to `now` (a worker's counts since its last turn; gauges
             /// may go down, which wrapping arithmetic handles).
             pub(crate) fn add(&self, before: &Snapshot, now: &Snapshot) {

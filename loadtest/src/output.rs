@@ -292,6 +292,23 @@ fn charts(r: &HoldReport) -> Vec<(&'static str, &'static str)> {
     c
 }
 
+/// Writes the JSON report to `path` (stdout when `None`) and, with `dir`, the files of
+/// [`write_all`]: what `corecast loadtest` and `corecast loadtest merge` both end with.
+pub fn emit(r: &HoldReport, path: Option<&Path>, dir: Option<&Path>) -> Result<()> {
+    let json = serde_json::to_string_pretty(r).expect("a report always serializes");
+    match path {
+        Some(path) => std::fs::write(path, json + "\n").map_err(|source| Error::Report {
+            path: path.display().to_string(),
+            source,
+        })?,
+        None => println!("{json}"),
+    }
+    if let Some(dir) = dir {
+        write_all(r, dir)?;
+    }
+    Ok(())
+}
+
 /// Writes `report.json`, `report.md` and the charts into `dir` (created if missing).
 pub fn write_all(r: &HoldReport, dir: &Path) -> Result<()> {
     let io = |what: &str, source| Error::Report {

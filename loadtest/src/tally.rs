@@ -158,18 +158,7 @@ impl Tally {
 
     /// Adds another worker's counts.
     pub fn merge(&mut self, o: Tally) {
-        let l = &mut self.live;
-        let m = &o.live;
-        l.attempted += m.attempted;
-        l.established += m.established;
-        l.authenticated += m.authenticated;
-        l.settled += m.settled;
-        l.messages += m.messages;
-        l.frames += m.frames;
-        l.bytes += m.bytes;
-        l.errors += m.errors;
-        l.closed_by_server += m.closed_by_server;
-        l.open += m.open;
+        self.live = self.live.sum(&o.live);
         self.heartbeats_sent += o.heartbeats_sent;
         self.heartbeat_replies += o.heartbeat_replies;
         self.recv_no_buffer += o.recv_no_buffer;
