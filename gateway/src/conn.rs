@@ -80,12 +80,34 @@ impl OutQueue {
         }
     }
 
-    pub fn remove(&mut self, i: usize) -> Option<Chunk> {
-        if i == 0 {
-            self.pop_front()
-        } else {
-            self.rest.as_mut()?.remove(i - 1)
+    /// Drops whole chunks from index `keep` on (oldest first) until at least `need` bytes are
+    /// freed or none is left past `keep`; returns (bytes, messages) dropped. One shift of the
+    /// queue at most, however many chunks go: the kept chunks are few (those in a write), and
+    /// the old one-at-a-time removal moved them once per dropped chunk.
+    pub fn drop_after(&mut self, keep: usize, need: usize) -> (usize, u64) {
+        let (mut bytes, mut msgs) = (0usize, 0u64);
+        if keep == 0 {
+            while bytes < need {
+                let Some(c) = self.pop_front() else { break };
+                bytes += c.remaining().len();
+                msgs += c.msgs as u64;
+            }
+            return (bytes, msgs);
         }
+        let Some(rest) = self.rest.as_mut() else {
+            return (0, 0);
+        };
+        let from = keep - 1;
+        let mut to = from;
+        while bytes < need
+            && let Some(c) = rest.get(to)
+        {
+            bytes += c.remaining().len();
+            msgs += c.msgs as u64;
+            to += 1;
+        }
+        rest.drain(from.min(to)..to);
+        (bytes, msgs)
     }
 
     pub fn truncate(&mut self, n: usize) {
@@ -226,13 +248,14 @@ impl Conn {
             if !drop_oldest {
                 return Enqueued::OverCap;
             }
-            while self.out_bytes + len > cap && self.out.len() > self.inflight as usize {
-                let Some(old) = self.out.remove(self.inflight as usize) else {
-                    break;
-                };
-                self.out_bytes -= old.remaining().len();
-                dropped += old.msgs as u64;
-            }
+            // Kept: the chunks a write in flight covers, and a chunk partly written (dropping
+            // it would cut a frame in two on the wire).
+            let partly_written = self.out.get(0).is_some_and(|c| c.off > 0);
+            let keep = (self.inflight as usize).max(partly_written as usize);
+            let need = self.out_bytes + len - cap;
+            let (freed, gone) = self.out.drop_after(keep, need);
+            self.out_bytes -= freed;
+            dropped += gone;
             if self.out_bytes + len > cap {
                 return Enqueued::Dropped {
                     dropped: dropped + msgs as u64,
@@ -357,7 +380,8 @@ mod tests {
             b"abc"
         );
         assert_eq!(q.get(2).unwrap().remaining(), b"c");
-        assert_eq!(q.remove(1).unwrap().remaining(), b"b");
+        // Dropping past the first chunk takes "b" only (1 byte needed).
+        assert_eq!(q.drop_after(1, 1), (1, 1));
         assert_eq!(q.pop_front().unwrap().remaining(), b"a");
         assert_eq!(q.len(), 1);
         q.truncate(0);
@@ -416,6 +440,48 @@ mod tests {
             Enqueued::Dropped { dropped: 5 + 3 }
         );
         assert_eq!(c.out.iter().map(|x| x.msgs).collect::<Vec<_>>(), vec![2]);
+    }
+
+    #[test]
+    fn drop_oldest_never_cuts_a_partly_written_chunk() {
+        let mut c = Conn::new(1, Transport::Tcp, 0);
+        for _ in 0..3 {
+            c.enqueue(&sized(30), 1, 100, true);
+        }
+        // A write took 10 bytes of the first chunk and completed: nothing is in flight, but the
+        // rest of that chunk must still go out whole.
+        c.advance(10);
+        assert_eq!((c.inflight, c.out_bytes), (0, 80));
+        assert_eq!(
+            c.enqueue(&sized(40), 1, 100, true),
+            Enqueued::Queued {
+                newly_dirty: false,
+                dropped: 1
+            }
+        );
+        assert_eq!(
+            c.out.get(0).unwrap().off,
+            10,
+            "the partly written chunk stays first"
+        );
+        assert_eq!(c.out_bytes, 90);
+        // Many small chunks dropped in one go, oldest first, behind a write in flight.
+        let mut c = Conn::new(1, Transport::Tcp, 0);
+        for i in 0..50u32 {
+            c.enqueue(&sized(2), i, 100, true);
+        }
+        c.inflight = 2;
+        assert_eq!(
+            c.enqueue(&sized(30), 99, 100, true),
+            Enqueued::Queued {
+                newly_dirty: false,
+                dropped: (2..17).sum::<u32>() as u64
+            }
+        );
+        let msgs: Vec<u32> = c.out.iter().map(|x| x.msgs).collect();
+        assert_eq!(&msgs[..3], &[0, 1, 17]);
+        assert_eq!(*msgs.last().unwrap(), 99);
+        assert_eq!(c.out_bytes, 100);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use protocol::link::{Body, Session};
 
 use crate::config::{Config, SlowConsumer};
 use crate::conn::{Chunk, Conn, Enqueued, State, Transport};
+use crate::fanout::TURN_BUDGET;
 use crate::inbox::{Inbox, ShardMsg};
 use crate::keys::{KeyTable, Owner};
 use crate::rooms::{OnlineTable, Rooms};
@@ -117,6 +118,13 @@ pub struct Shard {
     pub(crate) to_close: Vec<(u32, u16, Reason)>,
     pub(crate) stats: Counters,
     pub(crate) broadcasts: VecDeque<crate::fanout::BroadcastJob>,
+    /// The room batch being delivered, a budget of members per loop turn.
+    pub(crate) room_job: Option<crate::fanout::RoomJob>,
+    /// A message taken from the inbox while merging room batches, to handle next.
+    pub(crate) lookahead: Option<ShardMsg>,
+    /// Storage kept between room jobs: the member snapshot and the batches being merged.
+    pub(crate) member_scratch: Vec<u32>,
+    pub(crate) merge_scratch: Vec<protocol::batch::Batch>,
     pub(crate) draining: bool,
     pub(crate) drain_next_ms: u64,
     /// The ring new connections are accepted on.
@@ -173,6 +181,10 @@ impl Shard {
             to_close: Vec::new(),
             stats: Counters::default(),
             broadcasts: VecDeque::new(),
+            room_job: None,
+            lookahead: None,
+            member_scratch: Vec::new(),
+            merge_scratch: Vec::new(),
             draining: false,
             drain_next_ms: 0,
             accepting: 0,
@@ -269,12 +281,22 @@ impl Shard {
     pub fn run(mut self) {
         loop {
             self.now = self.shared.now_ms();
-            let mut busy = false;
-            for _ in 0..1024 {
-                let Some(msg) = self.inbox.pop() else { break };
-                self.on_msg(msg);
-                busy = true;
+            // Inbox work, bounded per turn: a room batch to a big room is reached a budget of
+            // members at a time, so writes, completions and counters keep their pace.
+            let mut work = 0;
+            while work < TURN_BUDGET {
+                if self.room_job.is_some() {
+                    work += self.step_room_job(TURN_BUDGET - work).max(1);
+                    continue;
+                }
+                let Some(msg) = self.next_msg() else { break };
+                work += self.on_msg(msg);
             }
+            self.stats.turns += 1;
+            if self.room_job.is_some() {
+                self.stats.turns_at_budget += 1;
+            }
+            let mut busy = work > 0 || self.lookahead.is_some();
             busy |= self.step_broadcasts();
             if self.wheel.until_next(self.now) == 0 {
                 self.on_tick();
@@ -324,6 +346,11 @@ impl Shard {
                 self.inbox.sleeping.store(false, Ordering::SeqCst);
             }
         }
+    }
+
+    /// The next message to handle: the one set aside while merging, else the inbox's next.
+    pub(crate) fn next_msg(&mut self) -> Option<ShardMsg> {
+        self.lookahead.take().or_else(|| self.inbox.pop())
     }
 
     pub(crate) fn live(&self) -> u32 {
@@ -796,10 +823,12 @@ impl Shard {
         self.expired = expired;
     }
 
-    fn on_msg(&mut self, msg: ShardMsg) {
+    /// Handles one inbox message; returns the work it took (connections looked at, at least 1).
+    fn on_msg(&mut self, msg: ShardMsg) -> usize {
         match msg {
-            ShardMsg::Room { room, batch } => self.fan_out_room(&room, &batch),
+            ShardMsg::Room { room, batch } => self.start_room_job(room, batch),
             ShardMsg::Keys { targets, op, batch } => {
+                let work = targets.len().max(1);
                 let tcp = Rc::new(batch.tcp());
                 let ws = Rc::new(batch.ws());
                 for (h, gen_) in targets {
@@ -817,6 +846,7 @@ impl Shard {
                     self.enqueue(h, buf, batch.messages(), false);
                 }
                 self.close_deferred();
+                return work;
             }
             ShardMsg::Broadcast {
                 op,
@@ -847,6 +877,7 @@ impl Shard {
             }
             ShardMsg::Drain => self.start_drain(),
         }
+        1
     }
 
     /// Leaves room `idx` at position `pos` and fixes the position of the member that moved.

@@ -42,6 +42,22 @@ impl Batch {
         Ok(Self::seal(buf, messages))
     }
 
+    /// Joins batches into one, in order: their inner frames back to back under one op-9 frame.
+    /// A shard uses it to merge consecutive batches of one room that queued up while it was
+    /// busy, so a member gets one chunk (and one write) for all of them. Each input was
+    /// validated when it was built, so this only copies.
+    pub fn concat(batches: &[Batch]) -> Batch {
+        let inner: usize = batches.iter().map(Batch::tcp_len).sum();
+        let mut buf = Vec::with_capacity(PREFIX + inner);
+        buf.resize(PREFIX, 0);
+        let mut messages = 0u32;
+        for b in batches {
+            buf.extend_from_slice(&b.buf[PREFIX..]);
+            messages = messages.saturating_add(b.messages);
+        }
+        Self::seal(buf, messages)
+    }
+
     /// Builds a batch holding one inner frame (ver 1, `op`, seq 0, `body`): a key push or a
     /// broadcast.
     pub fn single(op: i32, body: &[u8]) -> Batch {
@@ -183,6 +199,28 @@ mod tests {
         ));
         assert_eq!(&b.ws()[..], ws);
         assert_eq!(b.messages(), 1);
+    }
+
+    #[test]
+    fn concat_joins_inner_frames_in_order() {
+        let a = Batch::single(1000, b"hi");
+        let mut bb = BatchBuilder::default();
+        bb.push(1001, b"x");
+        bb.push(1002, b"");
+        let b = bb.finish();
+        let c = Batch::concat(&[a.clone(), b.clone()]);
+        assert_eq!(c.messages(), 3);
+        let mut want = a.tcp().to_vec();
+        want.extend_from_slice(&b.tcp());
+        assert_eq!(&c.tcp()[..], &want[..]);
+        assert_eq!(frame::count_inner_frames(&c.tcp()).unwrap(), 3);
+        // The WS bytes are one binary message whose payload is the op-9 frame of all three.
+        let same = Batch::from_inner_frames(&want).unwrap();
+        assert_eq!(&c.ws()[..], &same.ws()[..]);
+        let one = Batch::concat(std::slice::from_ref(&a));
+        assert_eq!(&one.ws()[..], &a.ws()[..]);
+        let none = Batch::concat(&[]);
+        assert_eq!((none.messages(), none.tcp_len()), (0, 0));
     }
 
     #[test]
