@@ -123,6 +123,44 @@ fn goims_shape_and_an_unreachable_dispatcher() {
 }
 
 #[test]
+fn a_drain_waits_for_a_backlog_to_arrive() {
+    // A fifth of the connections stop reading from 1 s to 4 s into a 3 s hold: when the hold
+    // ends their messages are still queued. --drain keeps receiving until they arrive.
+    let up = Up::start(GATEWAY_TOML, DISPATCHER_TOML);
+    let http = up.http.to_string();
+    let r = loadtest(&args(
+        &up,
+        &[
+            "--tcp",
+            "100",
+            "--publish",
+            &http,
+            "--push-rate",
+            "20",
+            "--duration",
+            "3s",
+            "--stall",
+            "0.2",
+            "--stall-at",
+            "1s",
+            "--stall-for",
+            "3s",
+            "--drain",
+            "20s",
+        ],
+    ));
+    let ok = r["publish"]["ok"].as_u64().unwrap();
+    assert!(ok >= 1, "{r}");
+    assert_eq!(r["missing_messages"], 0, "{r}");
+    assert_eq!(r["messages"], 100 * ok, "{r}");
+    let drained = r["drained_secs"].as_f64().expect("the backlog drained");
+    assert!(
+        (0.5..20.0).contains(&drained),
+        "the stalled connections caught up after their stall ended: {drained}"
+    );
+}
+
+#[test]
 fn compare_prints_each_figure_beside_an_earlier_report() {
     let up = Up::start(GATEWAY_TOML, DISPATCHER_TOML);
     let http = up.http.to_string();

@@ -57,6 +57,12 @@ pub struct Args {
     /// How long to hold once every connection has settled (e.g. 60, 90s, 5m, 1h).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub duration: Duration,
+    /// With a publisher: after --duration, keep receiving for up to this long until every
+    /// message the accepted pushes should deliver has arrived (a backlog that drains is late,
+    /// not lost); the report gives the time it took (`drained_secs`). 0: stop at --duration
+    /// and count what has not arrived as missing.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub drain: Duration,
     /// Seconds between two heartbeats of one connection.
     #[arg(long, default_value_t = 30)]
     pub heartbeat_secs: u64,
@@ -288,6 +294,7 @@ impl Args {
             key_prefix: self.key_prefix.clone(),
             accepts: self.accepts.clone(),
             duration: self.duration,
+            drain: self.drain,
             heartbeat_secs: self.heartbeat_secs,
             rate: self.rate,
             threads: self.threads,
@@ -387,14 +394,17 @@ impl Args {
 /// 5 s, and at most half of it).
 fn start_publisher(
     p: PublishOptions,
+    members: Option<Vec<u64>>,
     live: Arc<crate::Live>,
     total: u64,
     hold: Duration,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<PublishReport> {
+    live.publishing.fetch_add(1, Ordering::Relaxed);
     std::thread::spawn(move || {
         while live.snapshot().settled < total {
             if stop.load(Ordering::Relaxed) {
+                live.publishing.fetch_sub(1, Ordering::Relaxed);
                 return PublishReport::default();
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -402,7 +412,10 @@ fn start_publisher(
         let tail = (hold / 10)
             .clamp(Duration::from_secs(1), Duration::from_secs(5))
             .min(hold / 2);
-        publish::run(&p, hold.saturating_sub(tail), &stop)
+        let limit = hold.saturating_sub(tail);
+        let r = publish::run(&p, limit, &stop, Some((&live, members.as_deref())));
+        live.publishing.fetch_sub(1, Ordering::Relaxed);
+        r
     })
 }
 
@@ -428,8 +441,10 @@ pub fn run(args: &Args) -> Result<HoldReport> {
     let forward = interrupt::Forward::install(opts.stop.clone());
     let publisher = args.publish_options().map(|p| {
         let total = opts.targets.iter().map(|t| u64::from(t.connections)).sum();
+        let members = args.members(&p.to);
         start_publisher(
             p,
+            members,
             opts.live.clone(),
             total,
             opts.duration,

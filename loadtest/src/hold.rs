@@ -93,6 +93,7 @@ pub fn run(opts: HoldOptions) -> Result<HoldReport> {
     let orders = &opts.orders;
     let mut storm_at: Option<Instant> = None;
     let mut recovery: Option<f64> = None;
+    let mut drained: Option<f64> = None;
     let mut shown = (!opts.quiet).then(|| Progress::new(total));
     loop {
         std::thread::sleep(WATCH);
@@ -140,8 +141,21 @@ pub fn run(opts: HoldOptions) -> Result<HoldReport> {
         // Nothing left to hold: every connection settled and none is open.
         let all_gone =
             held_from.is_some() && snap.open.wrapping_sub(before.open) == 0 && reconnecting == 0;
+        // Past --duration, a drain waits for the messages still on their way.
+        let over = held_from.filter(|&h| now >= h + opts.duration);
+        let draining = match over {
+            Some(h) if !opts.drain.is_zero() => {
+                let caught_up =
+                    snap.publishing == 0 && received(&snap, &before) >= expected(&snap, &before);
+                if caught_up {
+                    drained = Some((now - (h + opts.duration)).as_secs_f64());
+                }
+                !caught_up && now < h + opts.duration + opts.drain
+            }
+            _ => false,
+        };
         if opts.stop.load(Ordering::Relaxed)
-            || held_from.is_some_and(|h| now >= h + opts.duration)
+            || (over.is_some() && !draining)
             || all_gone
             || handles.iter().any(|h| h.is_finished())
         {
@@ -190,6 +204,7 @@ pub fn run(opts: HoldOptions) -> Result<HoldReport> {
             || opts.reconnect,
         storms: orders.storms.load(Ordering::Relaxed),
         recovery,
+        drained,
     }))
 }
 
@@ -223,6 +238,21 @@ struct Run {
     disrupted: bool,
     storms: u32,
     recovery: Option<f64>,
+    /// With --drain: seconds past --duration until every expected message had arrived.
+    drained: Option<f64>,
+}
+
+/// Messages received since `before`.
+fn received(now: &Snapshot, before: &Snapshot) -> u64 {
+    now.messages.wrapping_sub(before.messages)
+}
+
+/// Messages the publisher's accepted pushes should have delivered by `now` (as
+/// [`HoldReport::set_publish`] counts them at the end).
+fn expected(now: &Snapshot, before: &Snapshot) -> u64 {
+    let authenticated = now.authenticated.wrapping_sub(before.authenticated);
+    let pushes = now.pushes_ok.wrapping_sub(before.pushes_ok);
+    authenticated * pushes + now.expected_by_group.wrapping_sub(before.expected_by_group)
 }
 
 fn report(run: Run) -> HoldReport {
@@ -288,6 +318,7 @@ fn report(run: Run) -> HoldReport {
         publish: None,
         expected_messages: None,
         missing_messages: None,
+        drained_secs: run.drained,
         reconnects: run
             .disrupted
             .then(|| ReconnectReport::of(&reconnects, run.storms, waiting, run.recovery)),

@@ -157,6 +157,9 @@ pub struct HoldOptions {
     /// failed). The ramp before it is not counted. The run ends sooner if no connection is left
     /// open.
     pub duration: Duration,
+    /// With a publisher: how long past `duration` the hold may go on while messages the
+    /// accepted pushes should deliver have not all arrived (0: not at all). See `--drain`.
+    pub drain: Duration,
     /// Seconds between two heartbeats (op 2) of one connection.
     pub heartbeat_secs: u64,
     /// New connections per second over all threads; 0: as fast as `inflight` allows.
@@ -214,6 +217,7 @@ impl Default for HoldOptions {
             key_prefix: "loadtest".into(),
             accepts: vec![1000, 1001, 1002],
             duration: Duration::from_secs(60),
+            drain: Duration::ZERO,
             heartbeat_secs: 30,
             rate: 0,
             threads: 0,

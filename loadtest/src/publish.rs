@@ -297,7 +297,16 @@ impl PublishOptions {
 
 /// Publishes until `stop` is set or `limit` passes. Failures (an unreachable dispatcher, error
 /// answers) are counted in the report by what went wrong.
-pub fn run(o: &PublishOptions, limit: Duration, stop: &AtomicBool) -> PublishReport {
+/// Pushes at `o.rate` until `limit` or `stop`. Each push answered with code 0 is also counted in
+/// `live` (when given), as expected messages: `members[g]` for push group `g`, or one
+/// `pushes_ok` when every connection is expected to get it (`members` is `None`), so the hold
+/// can wait for the last messages to arrive (`--drain`).
+pub fn run(
+    o: &PublishOptions,
+    limit: Duration,
+    stop: &AtomicBool,
+    live: Option<(&crate::Live, Option<&[u64]>)>,
+) -> PublishReport {
     let groups = o.to.groups().max(1);
     let mut r = PublishReport {
         ok_by_group: vec![0; groups as usize],
@@ -348,6 +357,16 @@ pub fn run(o: &PublishOptions, limit: Duration, stop: &AtomicBool) -> PublishRep
             Ok(()) => {
                 r.ok += 1;
                 r.ok_by_group[g as usize] += 1;
+                match live {
+                    Some((l, Some(members))) => {
+                        let n = members.get(g as usize).copied().unwrap_or(0);
+                        l.expected_by_group.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Some((l, None)) => {
+                        l.pushes_ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    None => {}
+                }
             }
             Err(e) => {
                 let key: String = e.chars().take(120).collect();
@@ -392,7 +411,7 @@ mod tests {
             rate: 10,
             fixed_body: None,
         };
-        let r = run(&o, Duration::from_secs(1), &AtomicBool::new(false));
+        let r = run(&o, Duration::from_secs(1), &AtomicBool::new(false), None);
         assert_eq!((r.sent, r.ok), (0, 0));
         let err = r.errors.keys().next().unwrap();
         assert!(

@@ -264,6 +264,10 @@ pub struct HoldReport {
     pub expected_messages: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub missing_messages: Option<u64>,
+    /// With `--drain`: seconds past `--duration` until every expected message had arrived
+    /// (absent when the drain ran out first, or there was none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drained_secs: Option<f64>,
     /// Storms, churn, stalls and reconnects, when the run had any (not read back by `merge`).
     #[serde(skip_serializing_if = "Option::is_none", skip_deserializing)]
     pub reconnects: Option<ReconnectReport>,
@@ -423,8 +427,14 @@ impl HoldReport {
             let errors: u64 = p.errors.values().sum();
             let _ = writeln!(
                 s,
-                "published: {} pushes, {} ok, {errors} failed, {} sent late (>1 ms) in {:.1} s; expected {expected} messages, {missing} missing",
-                p.sent, p.ok, p.late_over_1ms, p.secs
+                "published: {} pushes, {} ok, {errors} failed, {} sent late (>1 ms) in {:.1} s; expected {expected} messages, {missing} missing{}",
+                p.sent,
+                p.ok,
+                p.late_over_1ms,
+                p.secs,
+                self.drained_secs
+                    .map(|d| format!(" (the last arrived {d:.1} s after the hold)"))
+                    .unwrap_or_default()
             );
         }
         if let Some(l) = &self.latency_us {
