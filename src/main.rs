@@ -59,6 +59,9 @@ enum Command {
     Listen(loadtest::listen::ListenArgs),
     /// Hold goim connections to a gateway and count what arrives (the bundled load tester).
     Loadtest(Box<loadtest::cli::Args>),
+    /// Check this host against a tuning profile (`check [--profile P] [--apply]`), or write
+    /// per-core gateway and dispatcher configs for it (`generate [--profile P] [--out DIR]`).
+    Tune(tuning::cli::Args),
     /// Mint a signed auth token (hmac mode) and print the op-7 JSON body.
     Token {
         /// Secret to sign with (the first of the gateway's [auth] secrets).
@@ -147,6 +150,14 @@ fn main() -> anyhow::Result<()> {
                     errors = report.error_count(),
                     "the run saw errors (see the report)"
                 );
+            }
+            Ok(())
+        }
+        Command::Tune(args) => {
+            let fine = tuning::cli::run(&args, &mut std::io::stdout().lock())?;
+            if !fine {
+                // The table above names each blocker; the exit status says there was one.
+                std::process::exit(1);
             }
             Ok(())
         }
