@@ -12,4 +12,5 @@
 pub mod bare_writer;
 pub mod broker;
 pub mod dispatch;
+pub mod harness;
 pub mod procfs;

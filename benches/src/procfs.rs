@@ -9,28 +9,47 @@ fn ticks() -> f64 {
     (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
 }
 
+/// CPU seconds (user + system) in a /proc `stat` line: utime and stime are the 12th and 13th
+/// fields after the ")" that ends the command name.
+fn stat_cpu_secs(stat: &str) -> f64 {
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (field(11) + field(12)) / ticks()
+}
+
 /// CPU seconds (user + system) used so far by this process's threads whose name starts with
 /// `prefix`.
 pub fn thread_cpu_secs(prefix: &str) -> f64 {
-    let mut total = 0.0;
-    let Ok(tasks) = fs::read_dir("/proc/self/task") else {
+    threads_cpu_secs("self", prefix)
+}
+
+/// CPU seconds used so far by the threads of process `pid` (a number, or "self") whose name
+/// starts with `prefix`.
+pub fn threads_cpu_secs(pid: &str, prefix: &str) -> f64 {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
         return 0.0;
     };
+    let mut total = 0.0;
     for t in tasks.flatten() {
         let comm = fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        if !comm.trim_end().starts_with(prefix) {
-            continue;
-        }
-        let stat = fs::read_to_string(t.path().join("stat")).unwrap_or_default();
-        // Fields after the ")" that ends the command name: utime is the 12th, stime the 13th.
-        if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let utime: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-            let stime: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-            total += (utime + stime) / ticks();
+        if comm.trim_end().starts_with(prefix) {
+            total += stat_cpu_secs(&fs::read_to_string(t.path().join("stat")).unwrap_or_default());
         }
     }
     total
+}
+
+/// CPU seconds (user + system) a process used so far, from /proc/<pid>/stat.
+pub fn pid_cpu_secs(pid: u32) -> f64 {
+    stat_cpu_secs(&fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+}
+
+/// Resident set size of process `pid`, bytes.
+pub fn pid_rss_bytes(pid: u32) -> u64 {
+    status_kib(&format!("/proc/{pid}/status"), "VmRSS:") * 1024
 }
 
 /// Resident set size of this process, bytes.
