@@ -10,15 +10,18 @@
 //! at R pushes/s (dispatcher, gateway, Kafka broker and clients all here; see
 //! `benches::dispatch`).
 //!
+//! `corecast-bench suite [--short] [--criterion]`: all of it as one command, every shape for the
+//! gateway and the bare writer, goim's shape through `corecast up` (see `benches::suite`);
+//! writes `<out>/<date>-<host>[-label].{json,md}` and SVG charts.
+//!
 //! Servers run inside this process (their threads' CPU time is read from /proc); clients are the
 //! bundled load tester (`corecast loadtest`) in a child process. Results go to
 //! `benches/results/<date>-<host>-<what>.{json,md}` with the command, machine and date.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use benches::harness::{self, Kind, PushBody};
-use benches::{dispatch, procfs};
+use benches::{dispatch, procfs, suite};
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
@@ -39,6 +42,49 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum What {
+    /// Every shape, gateway and bare writer, in one run: memory, room fan-out, goim's shape
+    /// through `corecast up`, criterion estimates. Full shapes unless --short.
+    Suite {
+        /// CI shapes: 2,000 connections for memory, 1,000 for fan-out and goim's shape, 2-3 s
+        /// each.
+        #[arg(long)]
+        short: bool,
+        /// Run `cargo bench -p corecast-benches` first (else its latest results are read).
+        #[arg(long)]
+        criterion: bool,
+        /// Idle connections held for the memory shape [full: 100000].
+        #[arg(long)]
+        memory_conns: Option<u64>,
+        /// Memory runs per server, median reported [full: 3].
+        #[arg(long)]
+        memory_runs: Option<usize>,
+        /// Connection counts for the fan-out shape [full: 10000,100000].
+        #[arg(long, value_delimiter = ',')]
+        fanout_conns: Option<Vec<u64>>,
+        /// Pushes per second for the fan-out shape [full: 1,10,40,100].
+        #[arg(long, value_delimiter = ',')]
+        rates: Option<Vec<u64>>,
+        /// Seconds of pushing per fan-out row [full: 5].
+        #[arg(long)]
+        fanout_seconds: Option<u64>,
+        /// Connections for goim's shape [full: 100000; 1000000 for the million run, which
+        /// needs benches/million.sh's sysctls].
+        #[arg(long)]
+        goim_conns: Option<u64>,
+        /// Seconds of each goim-shape run [full: 20].
+        #[arg(long)]
+        goim_seconds: Option<u64>,
+        /// A `[limits]` line for goim's shape gateway, repeatable (e.g.
+        /// 'outbound_cap_bytes = 16384' 'slow_consumer = "drop-oldest"' for a million).
+        #[arg(long)]
+        goim_limit: Vec<String>,
+        /// A sentence for the summary: what these figures are.
+        #[arg(long, default_value = "")]
+        note: String,
+        /// Where criterion's results are [default: <target>/criterion].
+        #[arg(long)]
+        criterion_dir: Option<PathBuf>,
+    },
     /// Memory per idle authenticated connection.
     Memory {
         #[arg(long, default_value_t = 100_000)]
@@ -161,7 +207,55 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let machine = procfs::machine();
+    let date = procfs::today()?;
+    let host = machine["host"].as_str().unwrap_or("host").to_string();
+    let label = if cli.label.is_empty() {
+        String::new()
+    } else {
+        format!("-{}", cli.label)
+    };
+    if let What::Suite {
+        short,
+        criterion,
+        memory_conns,
+        memory_runs,
+        fanout_conns,
+        rates,
+        fanout_seconds,
+        goim_conns,
+        goim_seconds,
+        goim_limit,
+        note,
+        criterion_dir,
+    } = &cli.what
+    {
+        let d = suite::Options::new(*short);
+        let o = suite::Options {
+            criterion: *criterion,
+            memory_conns: memory_conns.unwrap_or(d.memory_conns),
+            memory_runs: memory_runs.unwrap_or(d.memory_runs),
+            fanout_conns: fanout_conns.clone().unwrap_or(d.fanout_conns.clone()),
+            rates: rates.clone().unwrap_or(d.rates.clone()),
+            fanout_seconds: fanout_seconds.unwrap_or(d.fanout_seconds),
+            goim_conns: goim_conns.unwrap_or(d.goim_conns),
+            goim_seconds: goim_seconds.unwrap_or(d.goim_seconds),
+            goim_limits: goim_limit.clone(),
+            note: note.clone(),
+            criterion_dir: criterion_dir.clone().unwrap_or(d.criterion_dir.clone()),
+            ..d
+        };
+        let stem = format!("{date}-{host}{label}");
+        let started = std::time::Instant::now();
+        let result = suite::run(&o, &cli.out.join(&stem))?;
+        let mut doc = json!({ "what": "suite", "command": command, "date": date, "machine": machine, "note": o.note, "secs": started.elapsed().as_secs_f64().round(), "result": result });
+        for path in suite::write(&cli.out, &stem, &mut doc)? {
+            eprintln!("wrote {}", path.display());
+        }
+        return Ok(());
+    }
     let (what, result) = match &cli.what {
+        What::Suite { .. } => unreachable!("handled above"),
         What::Memory { conns, runs } => (
             "memory",
             harness::memory_runs(Kind::Gateway, *conns, *runs)?,
@@ -194,25 +288,10 @@ fn main() -> anyhow::Result<()> {
             })?,
         ),
     };
-    let machine = procfs::machine();
-    let date = String::from_utf8(
-        Command::new("date")
-            .arg("-u")
-            .arg("+%Y-%m-%d")
-            .output()?
-            .stdout,
-    )?
-    .trim()
-    .to_string();
-    let host = machine["host"].as_str().unwrap_or("host").to_string();
     let doc = json!({ "what": what, "command": command, "date": date, "machine": machine, "result": result });
     std::fs::create_dir_all(&cli.out)?;
-    let label = if cli.label.is_empty() {
-        String::new()
-    } else {
-        format!("-{}", cli.label)
-    };
     let shape = match &cli.what {
+        What::Suite { .. } => unreachable!("handled above"),
         What::Memory { conns, .. } => format!("{conns}"),
         What::Fanout { conns, .. } => format!("{conns}"),
         What::Dispatch { queue, .. } => queue.name().to_string(),
