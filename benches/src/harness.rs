@@ -203,7 +203,7 @@ pub fn memory_runs(kind: Kind, conns: u64, runs: usize) -> anyhow::Result<Value>
 }
 
 /// Which server a measurement runs against.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kind {
     Gateway,
     BareWriter,

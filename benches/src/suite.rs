@@ -18,12 +18,10 @@
 //! reports go to `<stem>-goim-*/`.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -32,6 +30,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{self, Kind, PushBody, Server};
 use crate::procfs;
+use crate::up::UpProcess;
 
 /// goim's benchmark push body.
 const GOIM_BODY: &[u8] = br#"{"test":1}"#;
@@ -160,11 +159,43 @@ pub fn run(o: &Options, reports: &Path) -> anyhow::Result<Value> {
     }))
 }
 
-/// Memory per connection, the bare writer first: it leaves next to nothing freed behind for
-/// the gateway's run to reuse (both run in this process).
+/// Memory per connection of each server, each measured by `corecast-bench memory` in a
+/// process of its own: in one process, the second server's connections reuse the pages the
+/// first one's freed and its RSS growth reads low.
 fn memory(conns: u64, runs: usize) -> anyhow::Result<Value> {
-    let bare = harness::memory_runs(Kind::BareWriter, conns, runs)?;
-    let gateway = harness::memory_runs(Kind::Gateway, conns, runs)?;
+    let measure = |kind: Kind| -> anyhow::Result<Value> {
+        let dir = std::env::temp_dir().join(format!(
+            "corecast-suite-{}-memory-{}",
+            std::process::id(),
+            kind.name()
+        ));
+        let status = Command::new(std::env::current_exe()?)
+            .arg("--out")
+            .arg(&dir)
+            .args(["memory", "--conns", &conns.to_string()])
+            .args(["--runs", &runs.to_string(), "--server", kind.name()])
+            .stdout(Stdio::null())
+            .status()
+            .context("starting corecast-bench memory")?;
+        if !status.success() {
+            bail!(
+                "corecast-bench memory --server {} failed ({status})",
+                kind.name()
+            );
+        }
+        let file = std::fs::read_dir(&dir)?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "json"))
+            .with_context(|| format!("corecast-bench memory wrote no JSON in {}", dir.display()))?;
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&file)?)?;
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(doc["result"].clone())
+    };
+    let gateway = measure(Kind::Gateway)?;
+    // Let the gateway run's sockets leave the kernel's slab before the next baseline.
+    std::thread::sleep(Duration::from_secs(5));
+    let bare = measure(Kind::BareWriter)?;
     Ok(json!({
         "conns": conns,
         "runs": runs,
@@ -175,106 +206,22 @@ fn memory(conns: u64, runs: usize) -> anyhow::Result<Value> {
     }))
 }
 
-/// `corecast up`, a child process on ephemeral loopback ports; stopped (by its PID) on drop.
-struct Up {
-    child: Child,
-    tcp: SocketAddr,
-    http: SocketAddr,
-    log: Arc<Mutex<String>>,
-}
-
-/// The address after `after` in the `corecast up:` line.
-fn field(line: &str, after: &str) -> anyhow::Result<SocketAddr> {
-    let rest = line
-        .split_once(after)
-        .with_context(|| format!("no {after:?} in {line:?}"))?
-        .1;
-    let addr = rest.split([' ', '/']).next().unwrap_or_default();
-    addr.parse()
-        .with_context(|| format!("{addr:?} after {after:?} is not an address"))
-}
-
-impl Up {
-    fn start(dir: &Path, limits: &[String]) -> anyhow::Result<Up> {
-        std::fs::create_dir_all(dir)?;
-        let g = dir.join("gateway.toml");
-        let d = dir.join("dispatcher.toml");
-        std::fs::write(
-            &g,
-            format!(
-                "id = \"gw-suite\"\ntcp_bind = \"127.0.0.1:0\"\nws_bind = \"127.0.0.1:0\"\nmetrics_bind = \"\"\n\n[limits]\n{}\n",
-                limits.join("\n")
-            ),
-        )?;
-        std::fs::write(
-            &d,
-            "http_bind = \"127.0.0.1:0\"\nlink_bind = \"127.0.0.1:0\"\n",
-        )?;
-        let mut child = Command::new(harness::corecast_bin()?)
-            .arg("up")
-            .arg("--gateway-config")
-            .arg(&g)
-            .arg("--dispatcher-config")
-            .arg(&d)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting corecast up")?;
-        let stderr = child.stderr.take().context("corecast up's stderr")?;
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let l = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.starts_with("corecast up:") {
-                    let _ = tx.send(line.clone());
-                }
-                if let Ok(mut l) = l.lock() {
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-            }
-        });
-        let mut up = Up {
-            child,
-            tcp: SocketAddr::from(([127, 0, 0, 1], 0)),
-            http: SocketAddr::from(([127, 0, 0, 1], 0)),
-            log,
-        };
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .map_err(|_| anyhow::anyhow!("corecast up did not start: {}", up.log()))?;
-        up.tcp = field(&line, "clients on tcp ")?;
-        up.http = field(&line, "http://")?;
-        // The gateway links to the dispatcher right after the line; let it register.
-        std::thread::sleep(Duration::from_millis(500));
-        Ok(up)
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().map(|l| l.clone()).unwrap_or_default()
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `corecast up` for goim's shape: ephemeral loopback ports, no metrics listener, `limits`
+/// under `[limits]`.
+fn start_up(dir: &Path, limits: &[String]) -> anyhow::Result<UpProcess> {
+    let up = UpProcess::start(
+        &harness::corecast_bin()?,
+        dir,
+        &format!(
+            "id = \"gw-suite\"\ntcp_bind = \"127.0.0.1:0\"\nws_bind = \"127.0.0.1:0\"\nmetrics_bind = \"\"\n\n[limits]\n{}\n",
+            limits.join("\n")
+        ),
+        "http_bind = \"127.0.0.1:0\"\nlink_bind = \"127.0.0.1:0\"\n",
+        "warn",
+    )?;
+    // The gateway links to the dispatcher right after the line; let it register.
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(up)
 }
 
 fn unix_ms() -> f64 {
@@ -339,7 +286,7 @@ fn goim_shape(o: &Options, body: PushBody, reports: &Path) -> anyhow::Result<Val
             .unwrap_or("suite")
     ));
     let scratch = std::env::temp_dir().join(format!("corecast-suite-{}-{tag}", std::process::id()));
-    let up = Up::start(&scratch, &o.goim_limits)?;
+    let up = start_up(&scratch, &o.goim_limits)?;
     let pid = up.pid();
     let before = sample(pid);
     let stop = Arc::new(AtomicBool::new(false));
@@ -779,7 +726,7 @@ pub fn markdown(doc: &Value, stem: &str, charts: &[(&str, &str)]) -> String {
     let (g, b) = (&mm["gateway"], &mm["bare_writer"]);
     let _ = writeln!(
         md,
-        "## Memory: {} idle authenticated TCP connections\n\nMedian of {} run(s), a fresh server each (min-max in the JSON); bare writer measured first, both in the harness process.\n\n\
+        "## Memory: {} idle authenticated TCP connections\n\nMedian of {} run(s), a fresh server each (min-max in the JSON); each server measured by `corecast-bench memory` in a process of its own.\n\n\
          | per connection | gateway | bare writer | gateway ÷ bare writer |\n|---|---|---|---|\n\
          | user space (RSS growth) | {} | {} | {:.2} |\n\
          | kernel, client + server pair (slab + TCP) | {} | {} | {:.2} |\n",

@@ -89,9 +89,12 @@ enum What {
     Memory {
         #[arg(long, default_value_t = 100_000)]
         conns: u64,
-        /// Repeat the measurement (fresh gateway each time) and report the median.
+        /// Repeat the measurement (fresh server each time) and report the median.
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// The server measured.
+        #[arg(long, value_enum, default_value = "gateway")]
+        server: Kind,
     },
     /// Room fan-out against the bare writer.
     Fanout {
@@ -151,7 +154,7 @@ fn markdown(what: &str, command: &str, machine: &Value, date: &str, r: &Value) -
         "dispatch" => md += &dispatch::markdown(r),
         "memory" => {
             md += &format!(
-                "| connections | runs | gateway RSS growth per idle authenticated connection, median (min-max) | kernel per client+server socket pair, median (min-max) |\n|---|---|---|---|\n| {} | {} | {} B ({}-{}) | {} B ({}-{}) |\n",
+                "| connections | runs | server RSS growth per idle authenticated connection, median (min-max) | kernel per client+server socket pair, median (min-max) |\n|---|---|---|---|\n| {} | {} | {} B ({}-{}) | {} B ({}-{}) |\n",
                 r["conns"],
                 r["runs"],
                 r["user_bytes_per_conn"],
@@ -256,10 +259,11 @@ fn main() -> anyhow::Result<()> {
     }
     let (what, result) = match &cli.what {
         What::Suite { .. } => unreachable!("handled above"),
-        What::Memory { conns, runs } => (
-            "memory",
-            harness::memory_runs(Kind::Gateway, *conns, *runs)?,
-        ),
+        What::Memory {
+            conns,
+            runs,
+            server,
+        } => ("memory", harness::memory_runs(*server, *conns, *runs)?),
         What::Fanout {
             conns,
             rates,
@@ -292,7 +296,12 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&cli.out)?;
     let shape = match &cli.what {
         What::Suite { .. } => unreachable!("handled above"),
-        What::Memory { conns, .. } => format!("{conns}"),
+        What::Memory {
+            conns,
+            server: Kind::Gateway,
+            ..
+        } => format!("{conns}"),
+        What::Memory { conns, server, .. } => format!("{conns}-{}", server.name()),
         What::Fanout { conns, .. } => format!("{conns}"),
         What::Dispatch { queue, .. } => queue.name().to_string(),
     };
