@@ -35,26 +35,7 @@ for p in $TCP $WS $HTTP $LINK $METRICS; do
 done
 
 # Sysctls: raise what is below what N connections need; every change is listed.
-: >"$OUT/sysctls.md"
-at_least() { # key minimum...: raises each field that is below its minimum
-    local key=$1
-    shift
-    local old new
-    old=$(sysctl -n "$key" 2>/dev/null | tr -s '\t ' ' ') || return 0
-    new=$(python3 -c 'import sys; o=sys.argv[1].split(); w=sys.argv[2:]; print(" ".join(str(max(int(a), int(b))) for a, b in zip(o, w)))' "$old" "$@")
-    if [ "$old" != "$new" ]; then
-        sysctl -qw "$key=$new"
-        echo "| \`$key\` | $old | $new |" >>"$OUT/sysctls.md"
-    fi
-}
-# Two sockets per connection (client and server), each a struct file.
-at_least fs.file-max $((2 * N + 200000))
-at_least net.core.somaxconn 65535
-at_least net.ipv4.tcp_max_syn_backlog 65535
-# net.ipv4.tcp_mem is left alone on purpose: it is what bounds the kernel's socket buffers
-# when pushes back up across a million connections (raising it lets them take all memory).
-# Only if conntrack is loaded (it is not hooked on loopback here, but a table that fills drops SYNs).
-at_least net.netfilter.nf_conntrack_max $((2 * N + 100000))
+benches/sysctls.sh "$N" "$OUT/sysctls.md"
 
 # Backlog bounds for phase 2: two cores cannot deliver 40 pushes/s to a million connections
 # (40 M messages/s) while also running the tester, so queues grow; each queued batch costs the

@@ -131,19 +131,6 @@ fn count_error(errors: &mut BTreeMap<String, u64>, e: String) {
     *errors.entry(key).or_default() += 1;
 }
 
-/// CPU seconds (user + system) a process used so far, from /proc/<pid>/stat.
-fn pid_cpu_secs(pid: u32) -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let ticks = (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0.0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (field(11) + field(12)) / ticks
-}
-
 /// The servers under test.
 struct Servers {
     dispatcher: dispatcher::Dispatcher,
@@ -215,7 +202,9 @@ impl Servers {
             procfs::thread_cpu_secs("corecast-shard")
                 + procfs::thread_cpu_secs("corecast-link")
                 + procfs::thread_cpu_secs("corecast-uplink"),
-            self.broker.as_ref().map_or(0.0, |b| pid_cpu_secs(b.pid())),
+            self.broker
+                .as_ref()
+                .map_or(0.0, |b| procfs::pid_cpu_secs(b.pid())),
         ]
     }
 

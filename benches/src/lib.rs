@@ -7,9 +7,13 @@
 //! ([`procfs`]), so every gateway figure can be reported as a share of the bare writer's.
 //! [`dispatch`] benchmarks the dispatcher in front of a gateway: HTTP pushes accepted per
 //! second and latency from the HTTP call to the clients of a room, with a Kafka-compatible
-//! [`broker`] when asked.
+//! [`broker`] when asked. [`suite`] runs every shape as one command and writes the summary;
+//! [`up`] runs `corecast up` as a child process (the suite and the root crate's tests).
 
 pub mod bare_writer;
 pub mod broker;
 pub mod dispatch;
+pub mod harness;
 pub mod procfs;
+pub mod suite;
+pub mod up;

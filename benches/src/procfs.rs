@@ -9,28 +9,59 @@ fn ticks() -> f64 {
     (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
 }
 
-/// CPU seconds (user + system) used so far by this process's threads whose name starts with
-/// `prefix`.
-pub fn thread_cpu_secs(prefix: &str) -> f64 {
-    let mut total = 0.0;
-    let Ok(tasks) = fs::read_dir("/proc/self/task") else {
+/// CPU seconds (user + system) in a /proc `stat` line: utime and stime are the 12th and 13th
+/// fields after the ")" that ends the command name.
+fn stat_cpu_secs(stat: &str) -> f64 {
+    let Some((_, rest)) = stat.rsplit_once(')') else {
         return 0.0;
     };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (field(11) + field(12)) / ticks()
+}
+
+/// CPU seconds used so far by this process's threads whose name starts with
+/// `prefix`.
+pub fn thread_cpu_secs(prefix: &str) -> f64 {
+    threads_cpu_secs("self", prefix)
+}
+
+/// CPU seconds a task (`/proc/<pid>/task/<tid>`) ran: the nanoseconds of its `schedstat`
+/// (exact), else the clock ticks of its `stat`.
+fn task_cpu_secs(task: &std::path::Path) -> f64 {
+    let ns = fs::read_to_string(task.join("schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok());
+    match ns {
+        Some(ns) => ns / 1e9,
+        None => stat_cpu_secs(&fs::read_to_string(task.join("stat")).unwrap_or_default()),
+    }
+}
+
+/// CPU seconds used so far by the threads of process `pid` (a number, or "self") whose name
+/// starts with `prefix` ("" for all).
+pub fn threads_cpu_secs(pid: &str, prefix: &str) -> f64 {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    let mut total = 0.0;
     for t in tasks.flatten() {
         let comm = fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        if !comm.trim_end().starts_with(prefix) {
-            continue;
-        }
-        let stat = fs::read_to_string(t.path().join("stat")).unwrap_or_default();
-        // Fields after the ")" that ends the command name: utime is the 12th, stime the 13th.
-        if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let utime: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-            let stime: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-            total += (utime + stime) / ticks();
+        if comm.trim_end().starts_with(prefix) {
+            total += task_cpu_secs(&t.path());
         }
     }
     total
+}
+
+/// CPU seconds (user + system) a process used so far, from /proc/<pid>/stat.
+pub fn pid_cpu_secs(pid: u32) -> f64 {
+    stat_cpu_secs(&fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+}
+
+/// Resident set size of process `pid`, bytes.
+pub fn pid_rss_bytes(pid: u32) -> u64 {
+    status_kib(&format!("/proc/{pid}/status"), "VmRSS:") * 1024
 }
 
 /// Resident set size of this process, bytes.
@@ -83,12 +114,22 @@ pub fn machine() -> serde_json::Value {
         .map(|(_, v)| v.trim().to_string())
         .unwrap_or_default();
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    // `hostname -s`: the name up to its first dot.
     let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = host.trim().split('.').next().unwrap_or_default();
     serde_json::json!({
-        "host": host.trim(),
+        "host": host,
         "cpu": model,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "memory_gib": status_kib("/proc/meminfo", "MemTotal:") / (1024 * 1024),
         "kernel": kernel.trim(),
     })
+}
+
+/// Today's date in UTC, `YYYY-MM-DD` (from `date -u`).
+pub fn today() -> std::io::Result<String> {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }

@@ -3,10 +3,8 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -14,11 +12,10 @@ use serde_json::Value;
 
 /// A running `corecast up` process, killed (by PID) on drop.
 pub struct Up {
-    child: Child,
+    process: benches::up::UpProcess,
     pub tcp: SocketAddr,
     pub ws: SocketAddr,
     pub http: SocketAddr,
-    pub log: Arc<Mutex<String>>,
     _dir: TempDir,
 }
 
@@ -55,56 +52,23 @@ pub const GATEWAY_TOML: &str = "id = \"gw-up\"\ntcp_bind = \"127.0.0.1:0\"\nws_b
 pub const DISPATCHER_TOML: &str =
     "http_bind = \"127.0.0.1:0\"\nlink_bind = \"127.0.0.1:0\"\nthreads = 2\n";
 
-fn field<'a>(line: &'a str, after: &str) -> &'a str {
-    let rest = &line[line.find(after).expect(after) + after.len()..];
-    rest.split([' ', '/']).next().unwrap()
-}
-
 impl Up {
     /// Starts `corecast up` with these config files' contents and waits until it serves.
     pub fn start(gateway_toml: &str, dispatcher_toml: &str) -> Up {
         let dir = TempDir::new("up");
-        let g = dir.0.join("gateway.toml");
-        let d = dir.0.join("dispatcher.toml");
-        std::fs::write(&g, gateway_toml).unwrap();
-        std::fs::write(&d, dispatcher_toml).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_corecast"))
-            .arg("up")
-            .arg("--gateway-config")
-            .arg(&g)
-            .arg("--dispatcher-config")
-            .arg(&d)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let l = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.starts_with("corecast up:") {
-                    let _ = tx.send(line.clone());
-                }
-                let mut l = l.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| {
-                let _ = child.kill();
-                panic!("corecast up did not start: {}", log.lock().unwrap());
-            });
+        let process = benches::up::UpProcess::start(
+            std::path::Path::new(env!("CARGO_BIN_EXE_corecast")),
+            &dir.0,
+            gateway_toml,
+            dispatcher_toml,
+            "info",
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
         let up = Up {
-            tcp: field(&line, "clients on tcp ").parse().unwrap(),
-            ws: field(&line, "ws://").parse().unwrap(),
-            http: field(&line, "http://").parse().unwrap(),
-            child,
-            log,
+            tcp: process.tcp,
+            ws: process.ws,
+            http: process.http,
+            process,
             _dir: dir,
         };
         // The gateway links to the dispatcher right after start; wait until it is listed.
@@ -131,7 +95,7 @@ impl Up {
             assert!(
                 t.elapsed() < Duration::from_secs(15),
                 "timed out waiting for {what}; log:\n{}",
-                self.log.lock().unwrap()
+                self.process.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -145,14 +109,7 @@ impl Up {
     }
 
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        self.kill();
+        self.process.kill();
     }
 }
 
