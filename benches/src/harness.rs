@@ -375,7 +375,7 @@ pub fn fanout_run(
     let push_secs = t0.elapsed().as_secs_f64();
     // Let the last writes land: every message written (at most 120 s, for overloaded shapes).
     let settle = Instant::now();
-    while server.counts().2 - d0 < pushes * conns && settle.elapsed() < Duration::from_secs(120) {
+    while server.counts().2 - d0 < pushes * conns && settle.elapsed() < Duration::from_secs(600) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let drain_secs = settle.elapsed().as_secs_f64();

@@ -37,6 +37,24 @@ const GOIM_BODY: &[u8] = br#"{"test":1}"#;
 /// goim's benchmark push rate, per second.
 const GOIM_RATE: u64 = 40;
 
+/// The suite's shapes, for `--shapes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shape {
+    Memory,
+    Fanout,
+    Goim,
+    Criterion,
+}
+
+/// goim's shape's push bodies, for `--goim-bodies`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GoimBody {
+    /// goim's `{"test":1}`: counted, no latency.
+    Test,
+    /// `{"seq":N,"ts":T}`: loss, order and latency.
+    Seq,
+}
+
 /// What the suite measures.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -50,6 +68,13 @@ pub struct Options {
     pub fanout_seconds: u64,
     pub goim_conns: u64,
     pub goim_seconds: u64,
+    /// After the pushes, how long the tester may keep receiving until every expected message
+    /// arrived (`corecast loadtest --drain`): a backlog that drains is late, not lost.
+    pub goim_drain: u64,
+    /// Which bodies goim's shape runs with: goim's `{"test":1}` and/or `{"seq":N,"ts":T}`.
+    pub goim_bodies: Vec<GoimBody>,
+    /// Which shapes run (all by default).
+    pub shapes: Vec<Shape>,
     /// `[limits]` lines for the goim shape's gateway (e.g. a small outbound cap and
     /// drop-oldest for a million connections, as `benches/million.sh`).
     pub goim_limits: Vec<String>,
@@ -80,6 +105,9 @@ impl Options {
             fanout_seconds: 5,
             goim_conns: 100_000,
             goim_seconds: 20,
+            goim_drain: 300,
+            goim_bodies: vec![GoimBody::Test, GoimBody::Seq],
+            shapes: vec![Shape::Memory, Shape::Fanout, Shape::Goim, Shape::Criterion],
             goim_limits: Vec::new(),
             criterion_dir: target.join("criterion"),
             note: String::new(),
@@ -95,6 +123,7 @@ impl Options {
             fanout_seconds: 2,
             goim_conns: 1_000,
             goim_seconds: 3,
+            goim_drain: 30,
             ..base
         }
     }
@@ -111,6 +140,9 @@ impl Options {
             "goim_conns": self.goim_conns,
             "goim_seconds": self.goim_seconds,
             "goim_rate": GOIM_RATE,
+            "goim_drain": self.goim_drain,
+            "goim_bodies": self.goim_bodies.iter().map(|b| format!("{b:?}").to_lowercase()).collect::<Vec<_>>(),
+            "shapes": self.shapes.iter().map(|s| format!("{s:?}").to_lowercase()).collect::<Vec<_>>(),
             "goim_limits": self.goim_limits,
             "criterion_dir": self.criterion_dir.display().to_string(),
         })
@@ -126,12 +158,17 @@ pub fn run(o: &Options, reports: &Path) -> anyhow::Result<Value> {
         tracing::info!("suite: {name} took {s:.1} s");
         secs.insert(name.into(), json!((s * 10.0).round() / 10.0));
     };
+    let on = |s: Shape| o.shapes.contains(&s);
     let t = Instant::now();
-    let memory = memory(o.memory_conns, o.memory_runs)?;
+    let memory = if on(Shape::Memory) {
+        memory(o.memory_conns, o.memory_runs)?
+    } else {
+        Value::Null
+    };
     timed("memory", t);
     let t = Instant::now();
     let mut fanout = Vec::new();
-    for &conns in &o.fanout_conns {
+    for &conns in o.fanout_conns.iter().filter(|_| on(Shape::Fanout)) {
         let r = harness::fanout(conns, &o.rates, o.fanout_seconds, PushBody::Seq { pad: 0 })?;
         for run in r["runs"].as_array().into_iter().flatten() {
             let mut row = run.clone();
@@ -142,12 +179,20 @@ pub fn run(o: &Options, reports: &Path) -> anyhow::Result<Value> {
     timed("fanout", t);
     let t = Instant::now();
     let mut goim = Vec::new();
-    for body in [PushBody::Fixed(GOIM_BODY), PushBody::Seq { pad: 0 }] {
+    for body in o.goim_bodies.iter().filter(|_| on(Shape::Goim)) {
+        let body = match body {
+            GoimBody::Test => PushBody::Fixed(GOIM_BODY),
+            GoimBody::Seq => PushBody::Seq { pad: 0 },
+        };
         goim.push(goim_shape(o, body, reports)?);
     }
     timed("goim", t);
     let t = Instant::now();
-    let criterion = criterion(o)?;
+    let criterion = if on(Shape::Criterion) {
+        criterion(o)?
+    } else {
+        Value::Null
+    };
     timed("criterion", t);
     Ok(json!({
         "options": o.json(),
@@ -298,6 +343,7 @@ fn goim_shape(o: &Options, body: PushBody, reports: &Path) -> anyhow::Result<Val
         .args(["--room", "live://1000", "--publish"])
         .arg(up.http.to_string())
         .args(["--duration", &format!("{}s", o.goim_seconds), "-q"])
+        .args(["--drain", &format!("{}s", o.goim_drain)])
         .arg("--report")
         .arg(&report_path)
         .arg("--out")
@@ -311,7 +357,7 @@ fn goim_shape(o: &Options, body: PushBody, reports: &Path) -> anyhow::Result<Val
     std::fs::create_dir_all(&dir)?;
     let mut child = cmd.spawn().context("starting corecast loadtest")?;
     // The run's own length, plus connecting (a million connections take ~10 s here).
-    let limit = Duration::from_secs(o.goim_seconds + 120);
+    let limit = Duration::from_secs(o.goim_seconds + o.goim_drain + 120);
     let t = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait()? {
@@ -368,6 +414,7 @@ fn goim_shape(o: &Options, body: PushBody, reports: &Path) -> anyhow::Result<Val
         "expected": r["expected_messages"],
         "delivered": delivered,
         "lost": r["missing_messages"],
+        "drained_secs": r["drained_secs"],
         "order": r["order"],
         "latency_us": r["latency_us"],
         "process_cpu_secs": cpu,
@@ -653,23 +700,28 @@ fn charts(r: &Value) -> Result<Vec<(&'static str, &'static str, String)>, String
             ("bare writer", BARE_COLOR, mem("bare_writer")),
         ],
     )?;
-    Ok(vec![
-        (
+    // Only the charts of shapes that ran (`--shapes`).
+    let mut out = Vec::new();
+    if !rows.is_empty() {
+        out.push((
             "deliveries.svg",
             "deliveries per server CPU-second, gateway vs bare writer, per shape",
             deliveries,
-        ),
-        (
+        ));
+        out.push((
             "latency.svg",
             "latency p50 / p99 / p99.9, gateway vs bare writer, per shape",
             latency,
-        ),
-        (
+        ));
+    }
+    if !m.is_null() {
+        out.push((
             "memory.svg",
             "memory per idle connection, gateway vs bare writer",
             memory,
-        ),
-    ])
+        ));
+    }
+    Ok(out)
 }
 
 fn bytes(v: &Value) -> String {
@@ -723,31 +775,34 @@ pub fn markdown(doc: &Value, stem: &str, charts: &[(&str, &str)]) -> String {
     md += "The *bare writer* (`benches/src/bare_writer.rs`) is the machine's limit: the gateway's io_uring engine writing the same pre-encoded bytes to the same sockets, with none of the gateway's logic. *Share* is the gateway's deliveries per CPU-second as a share of the bare writer's at the same shape.\n\n";
 
     let mm = &r["memory"];
-    let (g, b) = (&mm["gateway"], &mm["bare_writer"]);
-    let _ = writeln!(
-        md,
-        "## Memory: {} idle authenticated TCP connections\n\nMedian of {} run(s), a fresh server each (min-max in the JSON); each server measured by `corecast-bench memory` in a process of its own.\n\n\
-         | per connection | gateway | bare writer | gateway ÷ bare writer |\n|---|---|---|---|\n\
-         | user space (RSS growth) | {} | {} | {:.2} |\n\
-         | kernel, client + server pair (slab + TCP) | {} | {} | {:.2} |\n",
-        mm["conns"],
-        mm["runs"],
-        bytes(&g["user_bytes_per_conn"]),
-        bytes(&b["user_bytes_per_conn"]),
-        mm["user_gateway_over_bare_writer"].as_f64().unwrap_or(0.0),
-        bytes(&g["kernel_bytes_per_pair"]),
-        bytes(&b["kernel_bytes_per_pair"]),
-        mm["kernel_gateway_over_bare_writer"]
-            .as_f64()
-            .unwrap_or(0.0),
-    );
+    if !mm.is_null() {
+        let (g, b) = (&mm["gateway"], &mm["bare_writer"]);
+        let _ = writeln!(
+            md,
+            "## Memory: {} idle authenticated TCP connections\n\nMedian of {} run(s), a fresh server each (min-max in the JSON); each server measured by `corecast-bench memory` in a process of its own.\n\n\
+             | per connection | gateway | bare writer | gateway ÷ bare writer |\n|---|---|---|---|\n\
+             | user space (RSS growth) | {} | {} | {:.2} |\n\
+             | kernel, client + server pair (slab + TCP) | {} | {} | {:.2} |\n",
+            mm["conns"],
+            mm["runs"],
+            bytes(&g["user_bytes_per_conn"]),
+            bytes(&b["user_bytes_per_conn"]),
+            mm["user_gateway_over_bare_writer"].as_f64().unwrap_or(0.0),
+            bytes(&g["kernel_bytes_per_pair"]),
+            bytes(&b["kernel_bytes_per_pair"]),
+            mm["kernel_gateway_over_bare_writer"]
+                .as_f64()
+                .unwrap_or(0.0),
+        );
+    }
 
-    let _ = writeln!(
+    let fanout_ran = r["fanout"].as_array().is_some_and(|a| !a.is_empty());
+    let _ = fanout_ran.then(|| writeln!(
         md,
         "## Room fan-out: every connection in one room\n\n{} s of pushes per row, body `{{\"seq\":N,\"ts\":T}}`, pushes handed straight to the server in this process.\n\n\
          | conns | pushes/s | delivered / expected, gateway | bare writer | gateway deliveries per CPU-s | bare writer | **share** | gateway p50 / p99 / p99.9 | bare writer p50 / p99 / p99.9 |\n|---|---|---|---|---|---|---|---|---|",
         o["fanout_seconds"]
-    );
+    ));
     for f in r["fanout"].as_array().into_iter().flatten() {
         let (g, b) = (&f["gateway"], &f["bare_writer"]);
         let _ = writeln!(
@@ -770,20 +825,23 @@ pub fn markdown(doc: &Value, stem: &str, charts: &[(&str, &str)]) -> String {
     let _ = writeln!(
         md,
         "\n## goim's shape through the whole stack\n\n`corecast up` (gateway + dispatcher, one process) and `corecast loadtest --publish` (child processes, ephemeral loopback ports): every connection in one room, {GOIM_RATE} pushes/s through `POST /goim/push/room` for {} s less the tester's tail. `{{\"test\":1}}` is goim's exact body (`--goim-shape`: counted, no timestamps, so no latency); `{{\"seq\":N,\"ts\":T}}` adds loss, order and latency. Deliveries per CPU-s divide by the whole `up` process's CPU (gateway *and* dispatcher: every thread's run time from /proc/<pid>/task/*/schedstat) over the push window; *shards only* by the gateway shard threads'. The bare writer gets the same connections, rate, push time and body, handed straight to it.\n\n\
-         | body | conns | pushes ok | delivered / expected | lost | p50 / p99 / p99.9 | `up` deliveries per CPU-s | bare writer | **share** | share, shards only | RSS per conn idle / peak | bare writer delivered / expected, p50 / p99 / p99.9 |\n|---|---|---|---|---|---|---|---|---|---|---|---|",
+         | body | conns | pushes ok | delivered / expected | lost | drained after the pushes | p50 / p99 / p99.9 | `up` deliveries per CPU-s | bare writer | **share** | share, shards only | RSS per conn idle / peak | bare writer delivered / expected, p50 / p99 / p99.9 |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         o["goim_seconds"]
     );
     for x in r["goim"].as_array().into_iter().flatten() {
         let (g, b) = (&x["gateway"], &x["bare_writer"]);
         let _ = writeln!(
             md,
-            "| `{}` | {} | {} | {} / {} | {} | {} | {} | {} | **{}** | {} | {} / {} | {} / {}, {} |",
+            "| `{}` | {} | {} | {} / {} | {} | {} | {} | {} | {} | **{}** | {} | {} / {} | {} / {}, {} |",
             x["body"].as_str().unwrap_or(""),
             x["conns"],
             g["pushes_ok"],
             g["delivered"],
             g["expected"],
             g["lost"],
+            g["drained_secs"]
+                .as_f64()
+                .map_or("—".into(), |d| format!("{d:.1} s")),
             lat3(&g["latency_us"]),
             millions(&g["deliveries_per_cpu_sec"]),
             millions(&b["deliveries_per_cpu_sec"]),
@@ -811,21 +869,24 @@ pub fn markdown(doc: &Value, stem: &str, charts: &[(&str, &str)]) -> String {
 
     let c = &r["criterion"];
     let benches = c["benchmarks"].as_array().cloned().unwrap_or_default();
-    let _ = writeln!(
-        md,
-        "## Criterion micro-benchmarks\n\n{} `{}` ({}).\n",
-        if benches.is_empty() {
-            "No results in"
-        } else {
-            "Latest estimates in"
-        },
-        c["dir"].as_str().unwrap_or(""),
-        if c["ran_now"].as_bool().unwrap_or(false) {
-            "`cargo bench -p corecast-benches` run by this suite"
-        } else {
-            "from the last `cargo bench -p corecast-benches`; `--criterion` runs it first"
-        }
-    );
+    // (absent when `--shapes` left criterion out)
+    let _ = (!c.is_null()).then(|| {
+        writeln!(
+            md,
+            "## Criterion micro-benchmarks\n\n{} `{}` ({}).\n",
+            if benches.is_empty() {
+                "No results in"
+            } else {
+                "Latest estimates in"
+            },
+            c["dir"].as_str().unwrap_or(""),
+            if c["ran_now"].as_bool().unwrap_or(false) {
+                "`cargo bench -p corecast-benches` run by this suite"
+            } else {
+                "from the last `cargo bench -p corecast-benches`; `--criterion` runs it first"
+            }
+        )
+    });
     if !benches.is_empty() {
         md += "| benchmark | mean | median |\n|---|---|---|\n";
         let t = |v: &Value| {

@@ -41,6 +41,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once per run; boxing the suite's flags would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum What {
     /// Every shape, gateway and bare writer, in one run: memory, room fan-out, goim's shape
     /// through `corecast up`, criterion estimates. Full shapes unless --short.
@@ -74,6 +76,16 @@ enum What {
         /// Seconds of each goim-shape run [full: 20].
         #[arg(long)]
         goim_seconds: Option<u64>,
+        /// Seconds the tester may keep receiving after the pushes, until every expected
+        /// message arrived [full: 300; short: 30].
+        #[arg(long)]
+        goim_drain: Option<u64>,
+        /// goim's shape's bodies [default: test,seq].
+        #[arg(long, value_enum, value_delimiter = ',')]
+        goim_bodies: Option<Vec<suite::GoimBody>>,
+        /// Which shapes run [default: memory,fanout,goim,criterion].
+        #[arg(long, value_enum, value_delimiter = ',')]
+        shapes: Option<Vec<suite::Shape>>,
         /// A `[limits]` line for goim's shape gateway, repeatable (e.g.
         /// 'outbound_cap_bytes = 16384' 'slow_consumer = "drop-oldest"' for a million).
         #[arg(long)]
@@ -228,6 +240,9 @@ fn main() -> anyhow::Result<()> {
         fanout_seconds,
         goim_conns,
         goim_seconds,
+        goim_drain,
+        goim_bodies,
+        shapes,
         goim_limit,
         note,
         criterion_dir,
@@ -243,6 +258,9 @@ fn main() -> anyhow::Result<()> {
             fanout_seconds: fanout_seconds.unwrap_or(d.fanout_seconds),
             goim_conns: goim_conns.unwrap_or(d.goim_conns),
             goim_seconds: goim_seconds.unwrap_or(d.goim_seconds),
+            goim_drain: goim_drain.unwrap_or(d.goim_drain),
+            goim_bodies: goim_bodies.clone().unwrap_or(d.goim_bodies.clone()),
+            shapes: shapes.clone().unwrap_or(d.shapes.clone()),
             goim_limits: goim_limit.clone(),
             note: note.clone(),
             criterion_dir: criterion_dir.clone().unwrap_or(d.criterion_dir.clone()),
