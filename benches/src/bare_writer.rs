@@ -5,7 +5,8 @@
 //! same inbox hand-off, and does only what a fan-out cannot avoid: it answers auth (op 7 → op 8,
 //! no token check) and heartbeats (op 2 → op 3), and writes each pushed batch's pre-encoded TCP
 //! bytes to every connection, one write per connection carrying whatever queued meanwhile
-//! (like the gateway). No rooms, keys, timers, caps or WebSocket.
+//! (like the gateway), batches that queued up in its inbox merged into one (like the gateway).
+//! No rooms, keys, timers, caps or WebSocket.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -23,6 +24,8 @@ use protocol::{frame, op};
 
 const ACCEPT_DEPTH: u32 = 16;
 const MAX_IOV: usize = 64;
+/// Inner bytes a merged batch may reach (the gateway's limit too).
+const MERGE_MAX_BYTES: usize = 64 * 1024;
 
 /// Counters shared with the harness.
 #[derive(Default)]
@@ -242,11 +245,26 @@ impl Worker {
     fn run(&mut self, stop: &AtomicBool) {
         while !stop.load(Ordering::Relaxed) {
             let mut busy = false;
+            // Batches that queued up while the writer was busy go out as one (as the gateway
+            // merges a room's): one queue entry per connection per turn, not per push.
+            let mut merged = Vec::new();
+            let mut bytes = 0;
             while let Some(msg) = self.inbox.pop() {
                 busy = true;
                 if let ShardMsg::Room { batch, .. } = msg {
-                    self.fan_out(&batch);
+                    bytes += batch.tcp_len();
+                    merged.push(batch);
+                    if bytes >= MERGE_MAX_BYTES {
+                        self.fan_out(&Batch::concat(&merged));
+                        merged.clear();
+                        bytes = 0;
+                    }
                 }
+            }
+            match merged.len() {
+                0 => {}
+                1 => self.fan_out(&merged[0]),
+                _ => self.fan_out(&Batch::concat(&merged)),
             }
             self.flush();
             for r in 0..self.rings.len() {
