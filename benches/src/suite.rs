@@ -75,9 +75,15 @@ pub struct Options {
     pub goim_bodies: Vec<GoimBody>,
     /// Which shapes run (all by default).
     pub shapes: Vec<Shape>,
-    /// `[limits]` lines for the goim shape's gateway (e.g. a small outbound cap and
-    /// drop-oldest for a million connections, as `benches/million.sh`).
+    /// `[limits]` lines for the goim shape's gateway (e.g. drop-oldest for a room that
+    /// tolerates gaps); none: the gateway's defaults.
     pub goim_limits: Vec<String>,
+    /// `[engine]` lines for the goim shape's gateway (e.g. `sndbuf = 4096`).
+    pub goim_engine: Vec<String>,
+    /// The tester's SO_RCVBUF for goim's shape (0: the kernel's autotuning). With the tester
+    /// on the same machine, a million autotuned receive queues behind a backlog can take the
+    /// machine's memory: small buffers keep the backlog in the gateway, where it is shared.
+    pub goim_rcvbuf: u32,
     /// Where criterion keeps its results (`<target>/criterion`).
     pub criterion_dir: PathBuf,
     /// A sentence for the summary (what these figures are, e.g. "before the fan-out fix").
@@ -109,6 +115,8 @@ impl Options {
             goim_bodies: vec![GoimBody::Test, GoimBody::Seq],
             shapes: vec![Shape::Memory, Shape::Fanout, Shape::Goim, Shape::Criterion],
             goim_limits: Vec::new(),
+            goim_engine: Vec::new(),
+            goim_rcvbuf: 0,
             criterion_dir: target.join("criterion"),
             note: String::new(),
         };
@@ -144,6 +152,8 @@ impl Options {
             "goim_bodies": self.goim_bodies.iter().map(|b| format!("{b:?}").to_lowercase()).collect::<Vec<_>>(),
             "shapes": self.shapes.iter().map(|s| format!("{s:?}").to_lowercase()).collect::<Vec<_>>(),
             "goim_limits": self.goim_limits,
+            "goim_engine": self.goim_engine,
+            "goim_rcvbuf": self.goim_rcvbuf,
             "criterion_dir": self.criterion_dir.display().to_string(),
         })
     }
@@ -253,13 +263,14 @@ fn memory(conns: u64, runs: usize) -> anyhow::Result<Value> {
 
 /// `corecast up` for goim's shape: ephemeral loopback ports, no metrics listener, `limits`
 /// under `[limits]`.
-fn start_up(dir: &Path, limits: &[String]) -> anyhow::Result<UpProcess> {
+fn start_up(dir: &Path, limits: &[String], engine: &[String]) -> anyhow::Result<UpProcess> {
     let up = UpProcess::start(
         &harness::corecast_bin()?,
         dir,
         &format!(
-            "id = \"gw-suite\"\ntcp_bind = \"127.0.0.1:0\"\nws_bind = \"127.0.0.1:0\"\nmetrics_bind = \"\"\n\n[limits]\n{}\n",
-            limits.join("\n")
+            "id = \"gw-suite\"\ntcp_bind = \"127.0.0.1:0\"\nws_bind = \"127.0.0.1:0\"\nmetrics_bind = \"\"\n\n[limits]\n{}\n\n[engine]\n{}\n",
+            limits.join("\n"),
+            engine.join("\n")
         ),
         "http_bind = \"127.0.0.1:0\"\nlink_bind = \"127.0.0.1:0\"\n",
         "warn",
@@ -331,7 +342,7 @@ fn goim_shape(o: &Options, body: PushBody, reports: &Path) -> anyhow::Result<Val
             .unwrap_or("suite")
     ));
     let scratch = std::env::temp_dir().join(format!("corecast-suite-{}-{tag}", std::process::id()));
-    let up = start_up(&scratch, &o.goim_limits)?;
+    let up = start_up(&scratch, &o.goim_limits, &o.goim_engine)?;
     let pid = up.pid();
     let before = sample(pid);
     let stop = Arc::new(AtomicBool::new(false));
@@ -344,6 +355,7 @@ fn goim_shape(o: &Options, body: PushBody, reports: &Path) -> anyhow::Result<Val
         .arg(up.http.to_string())
         .args(["--duration", &format!("{}s", o.goim_seconds), "-q"])
         .args(["--drain", &format!("{}s", o.goim_drain)])
+        .args(["--rcvbuf", &o.goim_rcvbuf.to_string()])
         .arg("--report")
         .arg(&report_path)
         .arg("--out")
@@ -381,6 +393,15 @@ fn goim_shape(o: &Options, body: PushBody, reports: &Path) -> anyhow::Result<Val
             up.log()
         )
     })?;
+    // A server that died mid-run (the OOM killer, when kernel socket buffers take the memory)
+    // leaves no CPU figures worth a share: the row says so instead.
+    let mut up = up;
+    let died = up.exited().map(|s| {
+        format!(
+            "corecast up exited during the run ({s}); its log: {}",
+            up.log()
+        )
+    });
     drop(up);
     let _ = std::fs::remove_dir_all(&scratch);
     let r: Value = serde_json::from_str(&text)?;
@@ -432,6 +453,14 @@ fn goim_shape(o: &Options, body: PushBody, reports: &Path) -> anyhow::Result<Val
         "close_reasons": r["close_reasons"],
         "report_dir": dir.file_name().and_then(|n| n.to_str()).unwrap_or_default(),
     });
+    let mut gateway = gateway;
+    if let Some(why) = &died {
+        tracing::warn!("{why}");
+        gateway["died"] = json!(why);
+        for k in ["deliveries_per_cpu_sec", "deliveries_per_shard_cpu_sec"] {
+            gateway[k] = Value::Null;
+        }
+    }
     let seconds = (push_secs.round() as u64).max(1);
     let bare = harness::fanout_run(
         Server::start(Kind::BareWriter)?,
@@ -853,6 +882,15 @@ pub fn markdown(doc: &Value, stem: &str, charts: &[(&str, &str)]) -> String {
             b["expected"],
             lat3(&b["latency_us"]),
         );
+    }
+    for x in r["goim"].as_array().into_iter().flatten() {
+        if let Some(why) = x["gateway"]["died"].as_str() {
+            let _ = writeln!(
+                md,
+                "\n**The `{}` run failed**: {why}. Its CPU figures and share are left out.",
+                x["body"].as_str().unwrap_or("")
+            );
+        }
     }
     let reports: Vec<String> = r["goim"]
         .as_array()

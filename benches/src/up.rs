@@ -100,6 +100,11 @@ impl UpProcess {
     }
 
     /// Kills it (by its PID) and reaps it.
+    /// How the process ended, if it has (a crash, or the OOM killer: `signal: 9`).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

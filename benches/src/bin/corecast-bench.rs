@@ -87,9 +87,16 @@ enum What {
         #[arg(long, value_enum, value_delimiter = ',')]
         shapes: Option<Vec<suite::Shape>>,
         /// A `[limits]` line for goim's shape gateway, repeatable (e.g.
-        /// 'outbound_cap_bytes = 16384' 'slow_consumer = "drop-oldest"' for a million).
+        /// 'slow_consumer = "drop-oldest"' for a room that tolerates gaps; default: the
+        /// gateway's defaults).
         #[arg(long)]
         goim_limit: Vec<String>,
+        /// An `[engine]` line for goim's shape gateway, repeatable (e.g. 'sndbuf = 4096').
+        #[arg(long)]
+        goim_engine: Vec<String>,
+        /// The tester's SO_RCVBUF in goim's shape (0: kernel autotuning) [default: 0].
+        #[arg(long, default_value_t = 0)]
+        goim_rcvbuf: u32,
         /// A sentence for the summary: what these figures are.
         #[arg(long, default_value = "")]
         note: String,
@@ -244,6 +251,8 @@ fn main() -> anyhow::Result<()> {
         goim_bodies,
         shapes,
         goim_limit,
+        goim_engine,
+        goim_rcvbuf,
         note,
         criterion_dir,
     } = &cli.what
@@ -262,6 +271,8 @@ fn main() -> anyhow::Result<()> {
             goim_bodies: goim_bodies.clone().unwrap_or(d.goim_bodies.clone()),
             shapes: shapes.clone().unwrap_or(d.shapes.clone()),
             goim_limits: goim_limit.clone(),
+            goim_engine: goim_engine.clone(),
+            goim_rcvbuf: *goim_rcvbuf,
             note: note.clone(),
             criterion_dir: criterion_dir.clone().unwrap_or(d.criterion_dir.clone()),
             ..d
