@@ -826,12 +826,14 @@ pub fn markdown(doc: &Value, stem: &str, charts: &[(&str, &str)]) -> String {
     }
 
     let fanout_ran = r["fanout"].as_array().is_some_and(|a| !a.is_empty());
-    let _ = fanout_ran.then(|| writeln!(
-        md,
-        "## Room fan-out: every connection in one room\n\n{} s of pushes per row, body `{{\"seq\":N,\"ts\":T}}`, pushes handed straight to the server in this process.\n\n\
+    if fanout_ran {
+        let _ = writeln!(
+            md,
+            "## Room fan-out: every connection in one room\n\n{} s of pushes per row, body `{{\"seq\":N,\"ts\":T}}`, pushes handed straight to the server in this process.\n\n\
          | conns | pushes/s | delivered / expected, gateway | bare writer | gateway deliveries per CPU-s | bare writer | **share** | gateway p50 / p99 / p99.9 | bare writer p50 / p99 / p99.9 |\n|---|---|---|---|---|---|---|---|---|",
-        o["fanout_seconds"]
-    ));
+            o["fanout_seconds"]
+        );
+    }
     for f in r["fanout"].as_array().into_iter().flatten() {
         let (g, b) = (&f["gateway"], &f["bare_writer"]);
         let _ = writeln!(
@@ -908,8 +910,8 @@ pub fn markdown(doc: &Value, stem: &str, charts: &[(&str, &str)]) -> String {
     let c = &r["criterion"];
     let benches = c["benchmarks"].as_array().cloned().unwrap_or_default();
     // (absent when `--shapes` left criterion out)
-    let _ = (!c.is_null()).then(|| {
-        writeln!(
+    if !c.is_null() {
+        let _ = writeln!(
             md,
             "## Criterion micro-benchmarks\n\n{} `{}` ({}).\n",
             if benches.is_empty() {
@@ -923,8 +925,8 @@ pub fn markdown(doc: &Value, stem: &str, charts: &[(&str, &str)]) -> String {
             } else {
                 "from the last `cargo bench -p corecast-benches`; `--criterion` runs it first"
             }
-        )
-    });
+        );
+    }
     if !benches.is_empty() {
         md += "| benchmark | mean | median |\n|---|---|---|\n";
         let t = |v: &Value| {

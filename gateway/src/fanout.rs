@@ -106,10 +106,15 @@ impl Shard {
             return 0;
         };
         let start = job.next;
-        let end = (start + budget).min(job.members.len());
         // The room may have emptied, or been made again at another index, since the job began:
-        // look it up by name once per step, and check each member is still in it.
-        if let Some(idx) = self.rooms.find(&job.room) {
+        // look it up by name once per step (gone: the job ends), and check each member is
+        // still in it.
+        let idx = self.rooms.find(&job.room);
+        let end = match idx {
+            Some(_) => (start + budget).min(job.members.len()),
+            None => job.members.len(),
+        };
+        if let Some(idx) = idx {
             for &h in &job.members[start..end] {
                 let (r, s) = split(h);
                 let Some(conn) = self.rings[r].conns.get(s).and_then(|c| c.as_deref()) else {
