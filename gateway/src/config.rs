@@ -42,6 +42,10 @@ pub struct AuthConfig {
     pub mode: String,
     /// hmac mode: active secrets; the first signs (`corecast token`), any verifies.
     pub secrets: Vec<String>,
+    /// WebSocket `Origin` values allowed to connect (exact, or `*.` host wildcards such as
+    /// `https://*.example.com`). Empty: any. A request without `Origin` (not a browser) is
+    /// always let through.
+    pub allowed_origins: Vec<String>,
 }
 
 /// Per-connection limits and deadlines.
@@ -58,6 +62,17 @@ pub struct LimitsConfig {
     pub outbound_cap_bytes: usize,
     /// `disconnect` (default) or `drop-oldest`: what happens past the outbound cap.
     pub slow_consumer: String,
+    /// Connections this gateway holds at most (0: no limit but its rings).
+    pub max_connections: u64,
+    /// Connections one source address may hold at most (0: no limit).
+    pub max_connections_per_ip: u32,
+    /// New connections per second one source address may open (0: no limit), with bursts of
+    /// `connect_burst_per_ip`.
+    pub connect_rate_per_ip: u32,
+    pub connect_burst_per_ip: u32,
+    /// Resident memory (MiB) past which the gateway refuses new connections and reports itself
+    /// offline, until it is back under 90 % of it (0: no ceiling).
+    pub max_memory_mb: u64,
 }
 
 /// The io_uring engine.
@@ -120,6 +135,7 @@ impl Default for AuthConfig {
         AuthConfig {
             mode: "open".into(),
             secrets: Vec::new(),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -132,6 +148,11 @@ impl Default for LimitsConfig {
             max_rooms_per_conn: 16,
             outbound_cap_bytes: 256 * 1024,
             slow_consumer: "disconnect".into(),
+            max_connections: 0,
+            max_connections_per_ip: 0,
+            connect_rate_per_ip: 0,
+            connect_burst_per_ip: 20,
+            max_memory_mb: 0,
         }
     }
 }
@@ -208,6 +229,16 @@ impl Config {
             );
         }
         self.slow_consumer()?;
+        for o in &self.auth.allowed_origins {
+            if o.is_empty() || o.contains(char::is_whitespace) || o.ends_with('/') {
+                return bad(format!(
+                    "auth.allowed_origins entry {o:?} is not an origin (scheme://host[:port], no path, no trailing slash)"
+                ));
+            }
+        }
+        if self.limits.connect_rate_per_ip > 0 && self.limits.connect_burst_per_ip == 0 {
+            return bad("limits.connect_burst_per_ip must be at least 1 when limits.connect_rate_per_ip is set".into());
+        }
         let e = &self.engine;
         if e.slots_per_ring == 0 || e.slots_per_ring > 1 << 20 {
             return bad(format!(

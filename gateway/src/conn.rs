@@ -171,6 +171,11 @@ pub struct Conn {
     pub shutting: bool,
     /// Queued on the shard's dirty list (a write will be issued this turn).
     pub dirty: bool,
+    /// Refused at accept ([`crate::admission::Refusal`] as u8; 0: admitted): the first request
+    /// is answered with the reason, then the connection closes.
+    pub refusal: u8,
+    /// Its source address's entry in the admission table (released on close).
+    pub ip: u32,
     pub mid: i64,
     /// Shared with the gateway's key table (one allocation for both).
     pub key: std::sync::Arc<str>,
@@ -202,6 +207,8 @@ impl Conn {
             sending: false,
             shutting: false,
             dirty: false,
+            refusal: 0,
+            ip: crate::admission::NO_IP,
             mid: 0,
             key: std::sync::Arc::from(""),
             rooms: Vec::new(),

@@ -13,6 +13,7 @@
 //! Nothing on the per-message path is shared between shards. What is shared (the key table,
 //! the room online counters) is touched on connect, auth, join, leave and close only.
 
+pub mod admission;
 pub mod config;
 pub mod conn;
 mod drain;
@@ -138,6 +139,7 @@ impl Gateway {
             );
         }
         let shared = Arc::new(Shared {
+            admission: admission::Admission::new(&config.limits),
             auth: config.auth_mode(),
             slow: config.slow_consumer()?,
             keys: Default::default(),
@@ -304,6 +306,7 @@ impl Gateway {
     /// Stops accepting and closes connections in batches over the drain window; the shards
     /// exit when their last connection is gone ([`Gateway::wait`]).
     pub fn drain(&self) {
+        self.shared.admission.set_draining();
         for inbox in &self.shared.inboxes {
             let mut msg = ShardMsg::Drain;
             while let Err(m) = inbox.push(msg) {

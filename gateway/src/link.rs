@@ -98,6 +98,8 @@ fn run_link(addr: &str, ingress: &Ingress, hub: &Hub, register: &Register) -> st
     let up = hub.subscribe();
     let mut reg = register.clone();
     reg.conn_count = conn_count(ingress);
+    reg.ip_count = ingress.shared.admission.ip_count();
+    reg.offline = ingress.shared.admission.offline();
     send(&mut writer, Body::Register(reg))?;
     // The dispatcher forgets this gateway's sessions when it registers (it may have missed
     // events while unlinked); tell it every session held now. Events that raced with the
@@ -112,6 +114,7 @@ fn run_link(addr: &str, ingress: &Ingress, hub: &Hub, register: &Register) -> st
     let writer_thread = std::thread::spawn(move || -> std::io::Result<()> {
         let renew_every = Duration::from_millis(ing.shared.config.renew_ms);
         let mut last_renew = Instant::now();
+        let mut offline = ing.shared.admission.offline();
         while !stop.load(Ordering::Relaxed) {
             if ing.shared.stop.load(Ordering::Relaxed) {
                 // The gateway stopped: close the link, which also ends the reader.
@@ -123,14 +126,18 @@ fn run_link(addr: &str, ingress: &Ingress, hub: &Hub, register: &Register) -> st
                 recv(ack_rx) -> m => if let Ok(id) = m { send(&mut writer, Body::Ack(Ack { id }))? },
                 default(renew_every.min(Duration::from_millis(200))) => {}
             }
-            if last_renew.elapsed() >= renew_every {
+            // Draining or over the memory ceiling: say so at once, not at the next renewal, so
+            // nodes/weighted stops sending clients here.
+            let now_offline = ing.shared.admission.offline();
+            if last_renew.elapsed() >= renew_every || now_offline != offline {
                 last_renew = Instant::now();
+                offline = now_offline;
                 send(
                     &mut writer,
                     Body::Renew(Renew {
                         conn_count: conn_count(&ing),
-                        ip_count: 0,
-                        offline: false,
+                        ip_count: ing.shared.admission.ip_count(),
+                        offline,
                     }),
                 )?;
                 // goim's RenewOnline: this gateway's members per room (rooms with members).

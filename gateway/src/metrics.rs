@@ -12,12 +12,47 @@ use crate::shard::Shared;
 /// Gauges among the counters (the rest are monotonic counters).
 const GAUGES: [&str; 3] = ["connections", "authenticated", "rooms"];
 
+/// Counters rendered as one family with a `reason` label: (field prefix, metric, help).
+const BY_REASON: [(&str, &str, &str); 2] = [
+    (
+        "auth_failed_",
+        "corecast_gateway_auth_failures_total",
+        "auths refused, by reason (not_json, unsigned, no_expiry, bad_signature, expired)",
+    ),
+    (
+        "refused_",
+        "corecast_gateway_refused_total",
+        "connections refused before auth, by reason (gateway_full, ip_limit, ip_rate, memory, origin)",
+    ),
+];
+
 /// The exposition text for the current values.
 pub fn render(shared: &Shared, ingress: &Ingress) -> String {
+    shared.admission.check_memory(shared.now_ms(), 0);
     let shards: Vec<_> = shared.stats.iter().map(|s| s.read()).collect();
     let mut out = String::new();
     if let Some(first) = shards.first() {
-        for (i, (name, help, _)) in first.fields().into_iter().enumerate() {
+        let fields = first.fields();
+        for (prefix, metric, help) in BY_REASON {
+            let _ = writeln!(out, "# HELP {metric} {help}");
+            let _ = writeln!(out, "# TYPE {metric} counter");
+            for (i, (name, _, _)) in fields.iter().enumerate() {
+                let Some(reason) = name.strip_prefix(prefix) else {
+                    continue;
+                };
+                for (shard, c) in shards.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "{metric}{{shard=\"{shard}\",reason=\"{reason}\"}} {}",
+                        c.fields()[i].2
+                    );
+                }
+            }
+        }
+        for (i, (name, help, _)) in fields.into_iter().enumerate() {
+            if BY_REASON.iter().any(|(p, _, _)| name.starts_with(p)) {
+                continue;
+            }
             let kind = if GAUGES.contains(&name) {
                 "gauge"
             } else {
@@ -47,6 +82,30 @@ pub fn render(shared: &Shared, ingress: &Ingress) -> String {
             "counter",
             "session events and upstream messages no dispatcher took",
             shared.uplink_dropped(),
+        ),
+        (
+            "corecast_gateway_accepting",
+            "gauge",
+            "1 while the gateway takes new connections; 0 while draining or over its memory ceiling (it then reports itself offline to the dispatchers)",
+            u64::from(!shared.admission.offline()),
+        ),
+        (
+            "corecast_gateway_over_memory",
+            "gauge",
+            "1 while resident memory is over limits.max_memory_mb",
+            u64::from(shared.admission.over_memory()),
+        ),
+        (
+            "corecast_gateway_resident_bytes",
+            "gauge",
+            "resident memory of the process at the last check (every second with limits.max_memory_mb set, else at each scrape)",
+            shared.admission.rss(),
+        ),
+        (
+            "corecast_gateway_source_ips",
+            "gauge",
+            "distinct source addresses with a connection (goim's ip_count)",
+            shared.admission.ip_count(),
         ),
         (
             "corecast_gateway_room_keys",

@@ -21,6 +21,29 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Whether `origin` matches an `auth.allowed_origins` entry: equal (ASCII case-insensitive), or
+/// for `scheme://*.domain[:port]`, the same scheme and port and a host that is a subdomain of
+/// `domain` (not `domain` itself).
+pub(crate) fn origin_matches(pattern: &str, origin: &str) -> bool {
+    if pattern == "*" || pattern.eq_ignore_ascii_case(origin) {
+        return true;
+    }
+    let (Some((p_scheme, p_rest)), Some((o_scheme, o_rest))) =
+        (pattern.split_once("://"), origin.split_once("://"))
+    else {
+        return false;
+    };
+    let Some(p_suffix) = p_rest.strip_prefix("*.") else {
+        return false;
+    };
+    let o_rest = o_rest.to_ascii_lowercase();
+    let p_suffix = p_suffix.to_ascii_lowercase();
+    p_scheme.eq_ignore_ascii_case(o_scheme)
+        && o_rest.len() > p_suffix.len() + 1
+        && o_rest.ends_with(&p_suffix)
+        && o_rest.as_bytes()[o_rest.len() - p_suffix.len() - 1] == b'.'
+}
+
 fn bad_input_code(e: &protocol::Error) -> u16 {
     match e {
         protocol::Error::FrameTooLong { .. } | protocol::Error::WsTooLarge { .. } => {
@@ -34,6 +57,9 @@ impl Shard {
     /// Bytes received on a connection (`data` is a provided buffer, valid for this call only).
     pub(crate) fn on_input(&mut self, h: u32, data: &mut [u8]) {
         let Some(conn) = self.conn(h) else { return };
+        if let Some(refusal) = crate::admission::Refusal::from_u8(conn.refusal) {
+            return self.refused_input(h, refusal, data);
+        }
         match (conn.state, conn.transport) {
             (State::Upgrade, _) => self.upgrade_input(h, data),
             (State::Auth | State::Open, Transport::Tcp) => self.tcp_input(h, data),
@@ -55,6 +81,36 @@ impl Shard {
             .is_some_and(|c| matches!(c.state, State::Auth | State::Open))
     }
 
+    /// Input on a connection refused at accept: its first request (the whole WebSocket
+    /// upgrade, or any goim bytes) is answered with the refusal's reason, then it closes.
+    fn refused_input(&mut self, h: u32, refusal: crate::admission::Refusal, data: &[u8]) {
+        let text = refusal.text(&self.shared.config.limits);
+        let mut reason = Reason::new(text.clone(), close_code::TRY_AGAIN_LATER);
+        let Some(conn) = self.conn(h) else { return };
+        if conn.transport == Transport::Ws && conn.state == State::Upgrade {
+            let mut pending = conn.take_pending();
+            pending.extend_from_slice(data);
+            if let Ok(None) = ws::parse_upgrade(&pending) {
+                if let Some(conn) = self.conn(h) {
+                    conn.put_pending(pending);
+                }
+                return;
+            }
+            reason.upgrade = Some(protocol::Error::Refused {
+                status: refusal.status(),
+                reason: text,
+            });
+        }
+        self.teardown(h, Some(reason));
+    }
+
+    /// Whether a WebSocket upgrade's `Origin` may connect (`auth.allowed_origins`).
+    fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        let allowed = &self.shared.config.auth.allowed_origins;
+        let Some(origin) = origin else { return true };
+        allowed.is_empty() || allowed.iter().any(|a| origin_matches(a, origin))
+    }
+
     fn upgrade_input(&mut self, h: u32, data: &[u8]) {
         let Some(conn) = self.conn(h) else { return };
         let mut pending = conn.take_pending();
@@ -64,6 +120,16 @@ impl Shard {
                 if let Some(conn) = self.conn(h) {
                     conn.put_pending(pending);
                 }
+            }
+            Ok(Some((up, _))) if !self.origin_allowed(up.origin.as_deref()) => {
+                self.stats.refused_origin += 1;
+                let origin = up.origin.unwrap_or_default();
+                let mut reason = Reason::new(
+                    format!("origin {origin:?} is not allowed"),
+                    close_code::POLICY,
+                );
+                reason.upgrade = Some(protocol::Error::OriginNotAllowed { origin });
+                self.teardown(h, Some(reason));
             }
             Ok(Some((up, used))) => {
                 let response = Rc::new(Bytes::from(ws::accept_response(&up)));
@@ -374,6 +440,14 @@ impl Shard {
             Ok(t) => t,
             Err(e) => {
                 self.stats.auth_failed += 1;
+                match e {
+                    protocol::Error::TokenNotJson(_) => self.stats.auth_failed_not_json += 1,
+                    protocol::Error::TokenUnsigned => self.stats.auth_failed_unsigned += 1,
+                    protocol::Error::TokenNoExpiry => self.stats.auth_failed_no_expiry += 1,
+                    protocol::Error::TokenBadSignature => self.stats.auth_failed_bad_signature += 1,
+                    protocol::Error::TokenExpired { .. } => self.stats.auth_failed_expired += 1,
+                    _ => {}
+                }
                 self.teardown(
                     h,
                     Some(Reason::new(format!("auth: {e}"), close_code::POLICY)),
@@ -458,5 +532,38 @@ impl Shard {
             "could not evict key holder on shard {}: its inbox stayed full",
             prev.shard
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_matches;
+
+    #[test]
+    fn origins_match_exactly_or_by_subdomain_wildcard() {
+        let yes = [
+            ("https://live.example.com", "https://live.example.com"),
+            ("https://live.example.com", "HTTPS://Live.Example.com"),
+            ("https://*.example.com", "https://a.example.com"),
+            ("https://*.example.com", "https://a.b.example.com"),
+            ("https://*.example.com:8443", "https://a.example.com:8443"),
+            ("*", "http://anything"),
+        ];
+        let no = [
+            ("https://live.example.com", "http://live.example.com"),
+            ("https://live.example.com", "https://live.example.com:444"),
+            ("https://*.example.com", "https://example.com"),
+            ("https://*.example.com", "https://badexample.com"),
+            ("https://*.example.com", "https://example.com.evil.net"),
+            ("https://*.example.com", "http://a.example.com"),
+            ("https://*.example.com:8443", "https://a.example.com"),
+            ("https://*.example.com", "null"),
+        ];
+        for (p, o) in yes {
+            assert!(origin_matches(p, o), "{p} should let {o} in");
+        }
+        for (p, o) in no {
+            assert!(!origin_matches(p, o), "{p} should keep {o} out");
+        }
     }
 }

@@ -17,6 +17,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use protocol::link::{Body, Session};
 
+use crate::admission::Refusal;
 use crate::config::{Config, SlowConsumer};
 use crate::conn::{Chunk, Conn, Enqueued, State, Transport};
 use crate::fanout::TURN_BUDGET;
@@ -30,6 +31,8 @@ use crate::wheel::Wheel;
 /// What all shards of one gateway share: touched on connect, auth and close, never per message.
 pub struct Shared {
     pub config: Config,
+    /// Limits on new connections, and whether the gateway takes any.
+    pub admission: crate::admission::Admission,
     pub auth: protocol::token::AuthMode,
     pub slow: SlowConsumer,
     pub keys: KeyTable,
@@ -82,6 +85,8 @@ const MAX_IOV: usize = 64;
 /// Accepts in flight per listener on the accepting ring.
 const ACCEPT_DEPTH: u32 = 16;
 const IOV_ARENA: usize = 64 * 1024;
+/// How often the resident memory is read against `limits.max_memory_mb`.
+const MEMORY_CHECK_MS: u64 = 1_000;
 /// How long the final bytes of a closing connection may take before the socket is shut anyway.
 const CLOSING_GRACE_MS: u64 = 1_000;
 
@@ -301,6 +306,11 @@ impl Shard {
             if self.wheel.until_next(self.now) == 0 {
                 self.on_tick();
             }
+            if self.shared.config.limits.max_memory_mb > 0 {
+                self.shared
+                    .admission
+                    .check_memory(self.now, MEMORY_CHECK_MS);
+            }
             if self.draining {
                 self.step_drain();
             }
@@ -394,8 +404,10 @@ impl Shard {
     fn on_accept(&mut self, r: usize, c: Completion, transport: Transport) {
         let which = (transport == Transport::Ws) as usize;
         self.rings[r].accepts[which] -= 1;
+        let peer = self.rings[r].ring.take_peer(&c);
         if c.res >= 0 {
             let slot = c.res as u32;
+            let admitted = self.shared.admission.admit(peer, self.now);
             let deadline = self.now + self.shared.config.limits.handshake_timeout_ms;
             let ctx = &mut self.rings[r];
             let gen_ = ctx.next_gen;
@@ -404,6 +416,20 @@ impl Shard {
                 ctx.conns.resize_with(slot as usize + 1, || None);
             }
             let mut conn = Box::new(Conn::new(gen_, transport, deadline));
+            match admitted {
+                Ok(ip) => conn.ip = ip,
+                Err(refusal) => {
+                    conn.refusal = refusal as u8;
+                    let counter = match refusal {
+                        Refusal::GatewayFull => &mut self.stats.refused_gateway_full,
+                        Refusal::IpFull => &mut self.stats.refused_ip_limit,
+                        Refusal::IpRate => &mut self.stats.refused_ip_rate,
+                        Refusal::OverMemory => &mut self.stats.refused_memory,
+                    };
+                    *counter += 1;
+                    tracing::debug!(shard = self.id, ?peer, ?refusal, "connection refused");
+                }
+            }
             conn.recv_armed = true;
             conn.filed_for = deadline;
             ctx.conns[slot as usize] = Some(conn);
@@ -512,7 +538,11 @@ impl Shard {
         if let Some(slot) = ctx.conns.get_mut(c.slot as usize)
             && slot.as_ref().is_some_and(|conn| conn.gen_ == c.gen_)
         {
-            *slot = None;
+            if let Some(conn) = slot.take()
+                && conn.refusal == 0
+            {
+                self.shared.admission.release(conn.ip, self.now);
+            }
             ctx.live -= 1;
             self.stats.closed += 1;
             if self.full_warned {

@@ -86,26 +86,122 @@ impl Completion {
 /// Sizes of one ring.
 pub use uring::Sizes as RingSize;
 
+/// Accepts in flight that can carry their peer's address (more are queued without one).
+const PEER_BUFS: usize = 64;
+
+/// Where the kernel writes the peer address of each accept in flight: fixed storage (it must
+/// not move while the accept is pending), one entry per accept, its index in the completion's
+/// slot field.
+struct PeerTable {
+    addrs: Box<[(libc::sockaddr_storage, libc::socklen_t)]>,
+    free: Vec<u16>,
+    /// The listener each accept op was queued on (for cancelling by descriptor).
+    listeners: Vec<(Op, RawFd)>,
+}
+
+impl PeerTable {
+    fn new() -> PeerTable {
+        PeerTable {
+            // SAFETY: an all-zero sockaddr_storage is a valid (AF_UNSPEC) value.
+            addrs: (0..PEER_BUFS)
+                .map(|_| (unsafe { std::mem::zeroed() }, 0))
+                .collect(),
+            free: (0..PEER_BUFS as u16).rev().collect(),
+            listeners: Vec::new(),
+        }
+    }
+}
+
+impl Drop for PeerTable {
+    fn drop(&mut self) {
+        // An accept still pending when the ring goes could be completed by the kernel after
+        // the ring's descriptor is closed: leave its address storage (8 KiB) to it.
+        if self.free.len() < PEER_BUFS {
+            std::mem::forget(std::mem::take(&mut self.addrs));
+        }
+    }
+}
+
+/// Reads a peer address the kernel wrote.
+fn peer_of(addr: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<std::net::IpAddr> {
+    let len = len as usize;
+    match addr.ss_family as i32 {
+        libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family and length say the storage holds a sockaddr_in.
+            let a = unsafe { &*(addr as *const _ as *const libc::sockaddr_in) };
+            Some(std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)).into())
+        }
+        libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: the family and length say the storage holds a sockaddr_in6.
+            let a = unsafe { &*(addr as *const _ as *const libc::sockaddr_in6) };
+            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+            // A v4 client on a dual-stack listener counts as its v4 address.
+            Some(ip.to_ipv4_mapped().map_or(ip.into(), Into::into))
+        }
+        _ => None,
+    }
+}
+
 /// One io_uring with its direct-descriptor table and provided receive buffers.
 pub struct Ring {
     ring: uring::Ring,
+    peers: PeerTable,
 }
 
 impl Ring {
     pub fn new(size: RingSize, eventfd: RawFd) -> io::Result<Ring> {
         let cq_entries = size.entries.saturating_mul(4);
-        uring::Ring::new(size, cq_entries, eventfd).map(|ring| Ring { ring })
+        uring::Ring::new(size, cq_entries, eventfd).map(|ring| Ring {
+            ring,
+            peers: PeerTable::new(),
+        })
     }
 
-    /// Queues one accept on `listener` into a slot the kernel allocates.
+    /// Queues one accept on `listener` into a slot the kernel allocates. Its completion's
+    /// peer address is read with [`Ring::take_peer`].
     pub fn accept(&mut self, listener: RawFd, op: Op) {
-        self.ring.accept(listener, user_data(op, 0, 0));
+        if !self.peers.listeners.iter().any(|&(o, _)| o == op) {
+            self.peers.listeners.push((op, listener));
+        }
+        match self.peers.free.pop() {
+            Some(i) => {
+                let (addr, len) = &mut self.peers.addrs[i as usize];
+                *len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                // SAFETY: the entry is taken off the free list until take_peer() reads the
+                // completion, and the boxed table never moves or shrinks while the ring lives.
+                unsafe {
+                    self.ring.accept_addr(
+                        listener,
+                        addr as *mut _ as *mut libc::sockaddr,
+                        len,
+                        user_data(op, i as u32 + 1, 0),
+                    )
+                };
+            }
+            None => self.ring.accept(listener, user_data(op, 0, 0)),
+        }
     }
 
-    /// Cancels every accept queued with `op`.
+    /// The peer address of an accept's completion (None for an accept queued without room
+    /// for one, or a failed accept), and frees its entry. Call once per accept completion.
+    pub fn take_peer(&mut self, c: &Completion) -> Option<std::net::IpAddr> {
+        let i = c.slot.checked_sub(1)? as usize;
+        if i >= PEER_BUFS {
+            return None;
+        }
+        self.peers.free.push(i as u16);
+        let (addr, len) = &self.peers.addrs[i];
+        if c.res < 0 {
+            return None;
+        }
+        peer_of(addr, *len)
+    }
+
+    /// Cancels every accept queued with `op` (by its listener's descriptor).
     pub fn cancel_accepts(&mut self, op: Op) {
-        self.ring
-            .cancel_all(user_data(op, 0, 0), user_data(Op::Cancel, 0, 0));
+        if let Some(&(_, fd)) = self.peers.listeners.iter().find(|&&(o, _)| o == op) {
+            self.ring.cancel_fd_all(fd, user_data(Op::Cancel, 0, 0));
+        }
     }
 
     /// Arms a multishot receive on a slot, into the provided buffers.

@@ -50,6 +50,7 @@ fn non_json_token_closes_with_a_reason() {
     ok.send(1, op::HEARTBEAT, 5, b"");
     assert_eq!(ok.recv().unwrap().op, op::HEARTBEAT_REPLY);
     eventually(5, "2 auth failures counted", || gw.total().auth_failed == 2);
+    assert_eq!(gw.total().auth_failed_not_json, 2);
 }
 
 fn hmac_config(secrets: &[&str]) -> gateway::Config {
@@ -108,6 +109,17 @@ fn hmac_mode_rejects_bad_signatures_expired_and_unsigned_tokens() {
         }
     }
     eventually(5, "6 auth failures counted", || gw.total().auth_failed == 6);
+    // Counted by reason.
+    let t = gw.total();
+    assert_eq!(
+        (
+            t.auth_failed_bad_signature,
+            t.auth_failed_expired,
+            t.auth_failed_unsigned,
+            t.auth_failed_no_expiry
+        ),
+        (2, 2, 2, 0)
+    );
     bystander.send(1, op::HEARTBEAT, 1, b"");
     assert_eq!(bystander.recv().unwrap().op, op::HEARTBEAT_REPLY);
 }

@@ -22,6 +22,11 @@ pub enum Error {
     HandshakeTooLarge { max: usize },
     #[error("WebSocket path {path:?} is not /sub")]
     WrongPath { path: String },
+    #[error("WebSocket origin {origin:?} is not allowed")]
+    OriginNotAllowed { origin: String },
+    /// The server refuses the connection (a limit): `status` is the HTTP status (429 or 503).
+    #[error("{reason}")]
+    Refused { status: u16, reason: String },
     #[error("WebSocket frame has reserved bits set (rsv1={rsv1}, rsv2={rsv2}, rsv3={rsv3})")]
     WsReservedBits { rsv1: bool, rsv2: bool, rsv3: bool },
     #[error("WebSocket frame uses unknown opcode {0}")]
@@ -74,6 +79,8 @@ impl Error {
             Error::Handshake(_) => "ws_handshake",
             Error::HandshakeTooLarge { .. } => "ws_handshake_too_large",
             Error::WrongPath { .. } => "ws_wrong_path",
+            Error::OriginNotAllowed { .. } => "ws_origin_not_allowed",
+            Error::Refused { .. } => "refused",
             Error::WsReservedBits { .. } => "ws_reserved_bits",
             Error::WsUnknownOpcode(_) => "ws_unknown_opcode",
             Error::WsTooLarge { .. } => "ws_too_large",

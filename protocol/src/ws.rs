@@ -108,11 +108,20 @@ pub fn reject_response(err: &Error) -> Vec<u8> {
     let status = match err {
         Error::WrongPath { .. } => "404 Not Found",
         Error::HandshakeTooLarge { .. } => "431 Request Header Fields Too Large",
+        Error::OriginNotAllowed { .. } => "403 Forbidden",
+        Error::Refused { status: 429, .. } => "429 Too Many Requests",
+        Error::Refused { .. } => "503 Service Unavailable",
         _ => "400 Bad Request",
     };
     let body = format!("{err}\n");
+    // A refusal under a limit passes: tell clients to wait a little before trying again.
+    let retry = if matches!(err, Error::Refused { .. }) {
+        "Retry-After: 1\r\n"
+    } else {
+        ""
+    };
     format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{retry}Connection: close\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
@@ -260,6 +269,7 @@ pub mod close_code {
     pub const PROTOCOL: u16 = 1002;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
+    pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
 fn control(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
@@ -349,6 +359,41 @@ mod tests {
             Err(Error::HandshakeTooLarge { max: MAX_HANDSHAKE })
         );
         assert!(parse_upgrade(b"\x00\x01garbage\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn refusals_get_their_status_and_a_retry_hint() {
+        let cases = [
+            (
+                Error::OriginNotAllowed {
+                    origin: "https://evil.example".into(),
+                },
+                "HTTP/1.1 403 Forbidden\r\n",
+                false,
+            ),
+            (
+                Error::Refused {
+                    status: 429,
+                    reason: "slow down".into(),
+                },
+                "HTTP/1.1 429 Too Many Requests\r\n",
+                true,
+            ),
+            (
+                Error::Refused {
+                    status: 503,
+                    reason: "full".into(),
+                },
+                "HTTP/1.1 503 Service Unavailable\r\n",
+                true,
+            ),
+        ];
+        for (err, status, retry) in cases {
+            let resp = String::from_utf8(reject_response(&err)).unwrap();
+            assert!(resp.starts_with(status), "{resp}");
+            assert_eq!(resp.contains("Retry-After: 1\r\n"), retry, "{resp}");
+            assert!(resp.ends_with(&format!("\r\n\r\n{err}\n")), "{resp}");
+        }
     }
 
     #[test]

@@ -152,6 +152,27 @@ impl Ring {
         self.push_owned(&[e]);
     }
 
+    /// Like [`Ring::accept`], and the kernel also writes the peer's address to `addr` (at most
+    /// `*addrlen` bytes; `*addrlen` becomes the address's length).
+    ///
+    /// # Safety
+    /// `addr` and `addrlen` must stay valid, and be neither read nor written by the caller,
+    /// until the completion arrives (the kernel writes them when the accept completes).
+    pub unsafe fn accept_addr(
+        &mut self,
+        listener: RawFd,
+        addr: *mut libc::sockaddr,
+        addrlen: *mut libc::socklen_t,
+        user_data: u64,
+    ) {
+        let e = opcode::Accept::new(Fd(listener), addr, addrlen)
+            .file_index(Some(DestinationSlot::auto_target()))
+            .build()
+            .user_data(user_data);
+        // SAFETY: the memory the entry points at is the caller's, under this method's contract.
+        unsafe { self.push(&[e]) }
+    }
+
     /// Installs sockets into consecutive slots from `first`. The caller closes its own
     /// descriptors afterwards: the table holds its own reference.
     pub fn install(&self, first: u32, fds: &[RawFd]) -> io::Result<()> {
@@ -267,6 +288,15 @@ impl Ring {
     /// `user_data` follows.
     pub fn cancel_all(&mut self, target: u64, user_data: u64) {
         let e = opcode::AsyncCancel2::new(CancelBuilder::user_data(target).all())
+            .build()
+            .user_data(user_data);
+        self.push_owned(&[e]);
+    }
+
+    /// Cancels every request in flight on the (regular) descriptor `fd`, such as the accepts
+    /// queued on a listener. A completion with `user_data` follows.
+    pub fn cancel_fd_all(&mut self, fd: RawFd, user_data: u64) {
+        let e = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(fd)).all())
             .build()
             .user_data(user_data);
         self.push_owned(&[e]);
