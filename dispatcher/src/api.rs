@@ -345,10 +345,10 @@ async fn nodes_weighted(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> R
     let p = Params::parse(q.as_deref());
     let platform = p.list("platform").into_iter().next().unwrap_or_default();
     let node = &app.config.node;
-    let live: Vec<Node> = app
-        .cluster
-        .infos()
-        .into_iter()
+    let infos = app.cluster.infos();
+    let live: Vec<Node> = infos
+        .iter()
+        .cloned()
         .filter(|g| !g.offline)
         .map(|g| Node {
             id: g.id,
@@ -357,7 +357,12 @@ async fn nodes_weighted(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> R
             addrs: g.addrs,
         })
         .collect();
-    let nodes = {
+    let refusing: Vec<String> = infos
+        .iter()
+        .filter(|g| g.refusing)
+        .flat_map(|g| g.addrs.iter().cloned())
+        .collect();
+    let mut nodes = {
         let mut b = app.balancer.lock().unwrap_or_else(|p| p.into_inner());
         b.update(&live);
         b.pick(
@@ -367,6 +372,9 @@ async fn nodes_weighted(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> R
             &node.default_domain,
         )
     };
+    // goim's guard may keep a node the balancer last saw; one that said it takes no
+    // connections (draining, over its memory ceiling) is never handed out.
+    nodes.retain(|n| !refusing.contains(n));
     let b = &app.config.backoff;
     let reply = NodesReply {
         domain: node.default_domain.clone(),

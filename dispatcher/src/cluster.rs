@@ -29,6 +29,10 @@ pub struct GatewayInfo {
     pub ip_count: u64,
     /// Reported offline by the gateway (draining), or its link is down.
     pub offline: bool,
+    /// Reported offline by the gateway itself (draining, or over its memory ceiling): it takes
+    /// no new connections, so `nodes/weighted` never names it, whatever goim's guard against
+    /// a shrinking node set keeps (that guard is for a link or a registry that flaps).
+    pub refusing: bool,
     /// Last registration or renewal, nanoseconds since the Unix epoch.
     pub updated_unix_ns: i64,
 }
@@ -87,6 +91,7 @@ impl Cluster {
                     conn_count: 0,
                     ip_count: 0,
                     offline: false,
+                    refusing: false,
                     updated_unix_ns: 0,
                 },
                 reported_offline: false,
@@ -107,6 +112,7 @@ impl Cluster {
         entry.info.updated_unix_ns = unix_ns();
         entry.reported_offline = reg.offline;
         entry.info.offline = reg.offline;
+        entry.info.refusing = reg.offline;
         entry.epoch = epoch;
         entry.last_renew = Instant::now();
         entry.down_since = None;
@@ -124,6 +130,7 @@ impl Cluster {
             e.info.ip_count = r.ip_count;
             e.reported_offline = r.offline;
             e.info.offline = r.offline;
+            e.info.refusing = r.offline;
             e.info.updated_unix_ns = unix_ns();
             e.last_renew = Instant::now();
         }
