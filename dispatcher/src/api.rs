@@ -348,8 +348,8 @@ async fn nodes_weighted(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> R
     let infos = app.cluster.infos();
     let live: Vec<Node> = infos
         .iter()
-        .cloned()
         .filter(|g| !g.offline)
+        .cloned()
         .map(|g| Node {
             id: g.id,
             weight: i64::from(g.weight),
