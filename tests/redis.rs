@@ -2,7 +2,9 @@
 //! sockets): two dispatchers share sessions through Redis in goim's key scheme (`key_<key>`,
 //! `mid_<mid>`, with a TTL that the dispatchers keep renewing), each routes key and mid pushes
 //! to clients on either gateway, a disconnect removes the mapping, and a dispatcher pointed at a
-//! Redis that is not there refuses to start, naming the URL.
+//! Redis that is not there refuses to start, naming the URL; a Redis that dies mid-run makes key
+//! pushes fail with a clear error (never hang), and once it is back (empty: no persistence)
+//! the dispatcher re-writes its sessions and key pushes are delivered again.
 
 mod support;
 
@@ -25,12 +27,16 @@ struct RedisServer {
 
 impl RedisServer {
     fn start() -> RedisServer {
+        RedisServer::start_on(free_port())
+    }
+
+    /// Starts on `port` (a restart on the same address).
+    fn start_on(port: u16) -> RedisServer {
         assert!(
             std::path::Path::new(REDIS_SERVER).exists(),
             "{REDIS_SERVER} is missing: run scripts/test.sh, which installs it (Debian package redis-server)"
         );
         let dir = TempDir::new("redis");
-        let port = free_port();
         let child = Command::new(REDIS_SERVER)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
@@ -284,4 +290,56 @@ fn a_dispatcher_pointed_at_no_redis_refuses_to_start_naming_the_url() {
     );
     assert!(err.contains(&url), "{err}");
     assert!(err.contains("registry (redis)"), "{err}");
+}
+
+#[test]
+fn a_redis_restart_is_a_clear_error_meanwhile_and_sessions_come_back_after() {
+    let mut redis = RedisServer::start();
+    let port = redis.addr.port();
+    // TTL 3 s: the dispatcher re-asserts its mappings every second, which is also how a Redis
+    // that came back empty learns them again.
+    let d = dispatcher::Dispatcher::start(dispatcher_config(&redis.url(), 3)).unwrap();
+    let g = gateway("g-redis", &[d.link_addr()]);
+    // Connected through the outage: gets the push before it and the one after it.
+    let through = listen(client(&g, 7, "k-through", 2));
+    wait_until("the key in Redis", || {
+        redis.get("key_k-through").as_deref() == Some("g-redis")
+    });
+    post_ok(&d, "/goim/push/keys?operation=1000&keys=k-through", b"before");
+
+    let _ = redis.child.kill();
+    let _ = redis.child.wait();
+    let t = Instant::now();
+    let (status, v) = support::http(
+        d.http_addr(),
+        "POST",
+        "/goim/push/keys?operation=1000&keys=k-through",
+        b"during",
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["code"], -500, "{v}");
+    let msg = v["message"].as_str().unwrap_or_default().to_lowercase();
+    assert!(msg.contains("redis"), "{v}");
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "answered in {:?}",
+        t.elapsed()
+    );
+
+    // Back, empty (no persistence): the old session is re-written, a new one is written.
+    let redis = RedisServer::start_on(port);
+    let after = listen(client(&g, 8, "k-after", 1));
+    wait_until("both keys written into the new Redis", || {
+        redis.get("key_k-through").as_deref() == Some("g-redis")
+            && redis.get("key_k-after").as_deref() == Some("g-redis")
+    });
+    post_ok(
+        &d,
+        "/goim/push/keys?operation=1000&keys=k-through&keys=k-after",
+        b"after",
+    );
+    assert_eq!(bodies(&through.join().unwrap()), ["before", "after"]);
+    assert_eq!(bodies(&after.join().unwrap()), ["after"]);
+    g.stop();
+    d.stop();
 }
