@@ -1,6 +1,7 @@
 //! Gateways and dispatchers joined by real links (in-process libraries, real sockets): key
 //! pushes reach the gateway holding each key, a cut link buffers pushes and delivers them after
-//! the gateway re-dials, and a gateway that goes away is removed with its sessions.
+//! the gateway re-dials (past its bound the oldest are dropped and counted), and a gateway that
+//! goes away is removed with its sessions.
 
 mod support;
 
@@ -159,6 +160,49 @@ fn pushes_made_while_a_link_is_cut_arrive_after_the_redial() {
     assert_eq!(
         d.metrics().gateway_buffer_dropped.load(Ordering::Relaxed),
         0
+    );
+    g.stop();
+    d.stop();
+}
+
+#[test]
+fn a_cut_link_holds_pushes_within_its_bound_and_counts_the_oldest_it_drops() {
+    let mut cfg = dispatcher::Config::loopback_ephemeral();
+    cfg.links.relink_grace_ms = 30_000;
+    cfg.links.renew_timeout_ms = 30_000;
+    cfg.links.buffer_messages = 5;
+    let d = dispatcher::Dispatcher::start(cfg).unwrap();
+    let relay = Relay::start(d.link_addr());
+    let g = gateway("g-bounded", &[relay.addr]);
+    let c = listen(client(&g, "live://1", "kb", 6));
+    wait_until("the connection to be reported", || conns(&d) == 1);
+    post_ok(&d, "/goim/push/keys?operation=1000&keys=kb", b"before");
+    wait_until("the first push acknowledged", || {
+        d.metrics().gateway_acks.load(Ordering::Relaxed) >= 1
+    });
+    relay.cut();
+    wait_until("the dispatcher to see the link down", || {
+        d.gateways().iter().all(|g| g.offline)
+    });
+    for i in 0..12 {
+        post_ok(
+            &d,
+            "/goim/push/keys?operation=1000&keys=kb",
+            format!("cut-{i}").as_bytes(),
+        );
+    }
+    wait_until("7 pushes dropped past the bound of 5", || {
+        d.metrics().gateway_buffer_dropped.load(Ordering::Relaxed) == 7
+    });
+    relay.restore();
+    // The newest five arrive, in order; the seven oldest were dropped and counted.
+    let got = bodies(&c.join().unwrap());
+    let mut want = vec!["before".to_string()];
+    want.extend((7..12).map(|i| format!("cut-{i}")));
+    assert_eq!(got, want);
+    assert_eq!(
+        d.metrics().gateway_buffer_dropped.load(Ordering::Relaxed),
+        7
     );
     g.stop();
     d.stop();
