@@ -200,3 +200,85 @@ fn a_missing_key_file_stops_the_start_naming_it() {
     );
     assert!(log.contains("No such file"), "{log}");
 }
+
+/// The gateway process's resident memory, bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// What an idle WSS connection costs the gateway in user space, against an idle WS one: a
+/// `corecast gateway` process, its RSS read before and after N authenticated WS connections,
+/// then N WSS connections (each in a room, handshake done, then idle). Not part of the suite
+/// (it prints figures, asserts only sanity); run with
+/// `cargo nextest run -p corecast --cargo-profile ci --test wss --run-ignored only --no-capture`
+/// (`CORECAST_IDLE_CONNS` sets N, default 2,000).
+#[test]
+#[ignore]
+fn idle_wss_connection_cost() {
+    let n: usize = std::env::var("CORECAST_IDLE_CONNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let dir = TempDir::new("wss-idle");
+    let ca = Ca::new();
+    ca.issue(&dir.0.join("cert.pem"), &dir.0.join("key.pem"));
+    let gw = GatewayProcess::spawn(&write_config(&dir.0));
+    let wss = gw.wss_addr();
+    let log = gw.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("gateway listening"))
+        .unwrap();
+    let ws: SocketAddr = line
+        .split_once(" ws=")
+        .unwrap()
+        .1
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let pid = gw.child.id();
+    let settle = || std::thread::sleep(Duration::from_millis(1500));
+    // Warm up: the first connections of each kind allocate what every later one shares.
+    let mut warm = Vec::new();
+    for _ in 0..20 {
+        warm.push(WssClient::auth(wss, ca.client_config(), TOKEN));
+    }
+    settle();
+    let base = rss(pid);
+    let mut plain = Vec::new();
+    for _ in 0..n {
+        let s = std::net::TcpStream::connect(ws).unwrap();
+        let (mut c, _) = tungstenite::client(format!("ws://{ws}/sub"), s).unwrap();
+        let mut auth = Vec::new();
+        protocol::frame::encode(&mut auth, 1, protocol::op::AUTH, 1, TOKEN.as_bytes());
+        c.send(tungstenite::Message::binary(auth)).unwrap();
+        c.read().unwrap();
+        plain.push(c);
+    }
+    settle();
+    let with_ws = rss(pid);
+    let config = ca.client_config();
+    let mut tls = Vec::new();
+    for _ in 0..n {
+        tls.push(WssClient::auth(wss, config.clone(), TOKEN));
+    }
+    settle();
+    let with_wss = rss(pid);
+    let per_ws = (with_ws as f64 - base as f64) / n as f64;
+    let per_wss = (with_wss as f64 - with_ws as f64) / n as f64;
+    println!(
+        "gateway RSS: {base} B with 20 WSS connections; +{n} WS: {with_ws} B ({per_ws:.0} B each); \
+         +{n} WSS: {with_wss} B ({per_wss:.0} B each, {:.0} B more than WS)",
+        per_wss - per_ws
+    );
+    assert!(per_wss > per_ws, "TLS state costs something");
+    drop((warm, plain, tls));
+}

@@ -317,3 +317,20 @@ impl Shard {
         self.tls_plain = plain;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_connection_pays_one_pointer_for_tls() {
+        assert_eq!(std::mem::size_of::<Option<Box<ServerConnection>>>(), 8);
+    }
+
+    #[test]
+    fn sealed_len_bounds_what_sealing_makes() {
+        assert!(sealed_len(0) >= 40);
+        assert_eq!(sealed_len(16 * 1024), 16 * 1024 + 40);
+        assert_eq!(sealed_len(16 * 1024 + 1), 16 * 1024 + 1 + 80);
+    }
+}
