@@ -430,23 +430,21 @@ impl Shard {
             ctx.ring.recv(slot, gen_);
             self.wheel.insert((handle(r, slot), gen_), deadline);
             self.stats.accepted += 1;
-            if which == 2 {
-                let session = self.shared.tls.as_ref().map(|t| t.session());
-                match session {
-                    Some(Ok(tls)) => {
-                        self.rings[r].conns[slot as usize]
-                            .as_mut()
-                            .expect("just set")
-                            .tls = Some(tls)
+            // The WSS listener exists only with a TLS config.
+            if which == 2
+                && let Some(tls) = self.shared.tls.as_ref()
+            {
+                let h = handle(r, slot);
+                match tls.session() {
+                    Ok(session) => {
+                        if let Some(conn) = self.conn(h) {
+                            conn.tls = Some(session);
+                        }
                     }
-                    other => {
+                    Err(e) => {
                         self.stats.tls_errors += 1;
-                        tracing::error!(
-                            shard = self.id,
-                            "no TLS session for a WSS connection: {:?}",
-                            other.map(|r| r.err())
-                        );
-                        self.teardown(handle(r, slot), None);
+                        tracing::error!(shard = self.id, "cannot start a TLS session: {e}");
+                        self.teardown(h, None);
                     }
                 }
             }
