@@ -37,7 +37,8 @@ enum Command {
         #[arg(long)]
         print_config: bool,
     },
-    /// Run the gateway (goim's comet): TCP :3101, WebSocket :3102 at /sub.
+    /// Run the gateway (goim's comet): TCP :3101, WebSocket :3102 at /sub, and WSS (:3103 in
+    /// goim) when wss_bind is set. SIGTERM drains; SIGHUP reloads the WSS certificate.
     Gateway {
         /// Gateway TOML config (see gateway/gateway.toml); defaults when absent.
         #[arg(long)]
@@ -101,9 +102,10 @@ fn main() -> anyhow::Result<()> {
                 print!("{}", config.to_toml());
                 return Ok(());
             }
-            gateway::signal::block_termination_signals();
+            gateway::signal::block_gateway_signals();
             let gw = gateway::Gateway::start(config)?;
-            let sig = gateway::signal::wait_for_termination();
+            // SIGHUP reloads the WSS certificate; SIGTERM/SIGINT drain.
+            let sig = gateway::signal::serve_until_terminated(&gw);
             tracing::info!(signal = sig, "draining");
             gw.drain();
             gw.wait();

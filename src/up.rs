@@ -17,7 +17,7 @@ pub fn run(
         );
         return Ok(());
     }
-    gateway::signal::block_termination_signals();
+    gateway::signal::block_gateway_signals();
     let d = dispatcher::Dispatcher::start(dispatcher).context("starting the dispatcher")?;
     if gateway.dispatchers.is_empty() {
         gateway.dispatchers = vec![d.link_addr().to_string()];
@@ -45,7 +45,11 @@ pub fn run(
         d.http_addr(),
         d.http_addr()
     );
-    let sig = gateway::signal::wait_for_termination();
+    if let Some(wss) = gw.wss_addr() {
+        eprintln!("corecast up: WSS clients on wss://{wss}/sub (SIGHUP reloads the certificate)");
+    }
+    // SIGHUP reloads the WSS certificate; SIGTERM/SIGINT drain.
+    let sig = gateway::signal::serve_until_terminated(&gw);
     tracing::info!(signal = sig, "draining");
     // Pushes already accepted reach the clients first, then the clients are let go.
     d.stop();

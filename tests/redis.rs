@@ -305,7 +305,11 @@ fn a_redis_restart_is_a_clear_error_meanwhile_and_sessions_come_back_after() {
     wait_until("the key in Redis", || {
         redis.get("key_k-through").as_deref() == Some("g-redis")
     });
-    post_ok(&d, "/goim/push/keys?operation=1000&keys=k-through", b"before");
+    post_ok(
+        &d,
+        "/goim/push/keys?operation=1000&keys=k-through",
+        b"before",
+    );
 
     let _ = redis.child.kill();
     let _ = redis.child.wait();

@@ -17,6 +17,9 @@ pub struct Config {
     pub tcp_bind: String,
     /// goim WebSocket clients (path `/sub`).
     pub ws_bind: String,
+    /// goim WebSocket clients over TLS (WSS, path `/sub`; goim: :3103). Empty: off. Needs
+    /// `[tls] cert` and `key`.
+    pub wss_bind: String,
     /// Prometheus metrics (`GET /metrics`, per-shard series). Empty: no endpoint.
     pub metrics_bind: String,
     /// Dispatchers to dial (internal link). Empty: none.
@@ -29,6 +32,7 @@ pub struct Config {
     /// room online counts (goim: RenewOnline every 10 s).
     pub renew_ms: u64,
     pub auth: AuthConfig,
+    pub tls: TlsConfig,
     pub limits: LimitsConfig,
     pub engine: EngineConfig,
     pub drain: DrainConfig,
@@ -46,6 +50,16 @@ pub struct AuthConfig {
     /// `https://*.example.com`). Empty: any. A request without `Origin` (not a browser) is
     /// always let through.
     pub allowed_origins: Vec<String>,
+}
+
+/// The WSS listener's certificate (read at start and on `Gateway::reload_tls`, i.e. SIGHUP).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: String,
+    /// PEM file with the private key (PKCS#8, RSA/PKCS#1 or SEC1 EC).
+    pub key: String,
 }
 
 /// Per-connection limits and deadlines.
@@ -117,12 +131,14 @@ impl Default for Config {
             cores: Vec::new(),
             tcp_bind: "127.0.0.1:3101".into(),
             ws_bind: "127.0.0.1:3102".into(),
+            wss_bind: String::new(),
             metrics_bind: "127.0.0.1:3120".into(),
             dispatchers: Vec::new(),
             public_addrs: Vec::new(),
             weight: 10,
             renew_ms: 5_000,
             auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
             limits: LimitsConfig::default(),
             engine: EngineConfig::default(),
             drain: DrainConfig::default(),
@@ -239,6 +255,20 @@ impl Config {
         if self.limits.connect_rate_per_ip > 0 && self.limits.connect_burst_per_ip == 0 {
             return bad("limits.connect_burst_per_ip must be at least 1 when limits.connect_rate_per_ip is set".into());
         }
+        if !self.wss_bind.is_empty() {
+            if self.tls.cert.is_empty() {
+                return bad(format!(
+                    "wss_bind = {:?} needs [tls] cert (a PEM certificate chain file)",
+                    self.wss_bind
+                ));
+            }
+            if self.tls.key.is_empty() {
+                return bad(format!(
+                    "wss_bind = {:?} needs [tls] key (a PEM private key file)",
+                    self.wss_bind
+                ));
+            }
+        }
         let e = &self.engine;
         if e.slots_per_ring == 0 || e.slots_per_ring > 1 << 20 {
             return bad(format!(
@@ -332,6 +362,11 @@ mod tests {
         assert!(e.to_string().contains("limits.slow_consumer"), "{e}");
         let e = Config::from_toml("[engine]\nrecv_buffers = 1000").unwrap_err();
         assert!(e.to_string().contains("recv_buffers"), "{e}");
+        let e = Config::from_toml("wss_bind = \"127.0.0.1:3103\"").unwrap_err();
+        assert!(e.to_string().contains("[tls] cert"), "{e}");
+        let e = Config::from_toml("wss_bind = \"127.0.0.1:3103\"\n[tls]\ncert = \"c.pem\"")
+            .unwrap_err();
+        assert!(e.to_string().contains("[tls] key"), "{e}");
         let e = Config::from_toml("colour = 1").unwrap_err();
         assert!(e.to_string().contains("colour"), "{e}");
     }

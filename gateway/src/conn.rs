@@ -191,6 +191,8 @@ pub struct Conn {
     /// Deadline (shard clock, ms) and the deadline the wheel entry was filed for.
     pub deadline: u64,
     pub filed_for: u64,
+    /// WSS only: the TLS session (see `tls.rs`). Boxed, so a plain connection pays 8 bytes.
+    pub tls: Option<Box<rustls::ServerConnection>>,
 }
 
 impl Conn {
@@ -218,6 +220,7 @@ impl Conn {
             partial: None,
             deadline,
             filed_for: 0,
+            tls: None,
         }
     }
 

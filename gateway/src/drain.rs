@@ -3,8 +3,7 @@
 //! without a reconnect storm. The shard's loop exits when its last connection is gone.
 
 use crate::conn::State;
-use crate::shard::{Reason, Shard, handle};
-use crate::uring::Op;
+use crate::shard::{ACCEPT_OPS, Reason, Shard, handle};
 
 impl Shard {
     pub(crate) fn start_drain(&mut self) {
@@ -14,11 +13,10 @@ impl Shard {
         self.draining = true;
         self.drain_next_ms = self.now;
         for ctx in &mut self.rings {
-            if ctx.accepts[0] > 0 {
-                ctx.ring.cancel_accepts(Op::AcceptTcp);
-            }
-            if ctx.accepts[1] > 0 {
-                ctx.ring.cancel_accepts(Op::AcceptWs);
+            for (which, op) in ACCEPT_OPS.into_iter().enumerate() {
+                if ctx.accepts[which] > 0 {
+                    ctx.ring.cancel_accepts(op);
+                }
             }
         }
         tracing::info!(shard = self.id, connections = self.live(), "draining");

@@ -12,6 +12,9 @@ pub enum Error {
     Uring { shard: usize, source: io::Error },
     #[error("listening on {addr}: {source}")]
     Listen { addr: String, source: io::Error },
+    /// The WSS certificate or key (at start, or on a reload): names the file and the fault.
+    #[error("tls: {0}")]
+    Tls(String),
     #[error("{what}: {source}")]
     Io { what: String, source: io::Error },
 }

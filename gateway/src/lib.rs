@@ -1,9 +1,10 @@
 //! corecast's gateway: goim's comet as a shared-nothing, thread-per-core io_uring server.
 //!
 //! Data flows like this:
-//! - **clients → shards**: every shard listens on the TCP and WebSocket ports (SO_REUSEPORT,
-//!   so the kernel spreads new connections) and accepts them straight into io_uring direct
-//!   descriptors ([`uring`]). A shard reads client frames ([`session`]: auth, heartbeats, rooms,
+//! - **clients → shards**: every shard listens on the TCP and WebSocket ports, and the WSS
+//!   port if configured (SO_REUSEPORT, so the kernel spreads new connections), and accepts them
+//!   straight into io_uring direct descriptors ([`uring`]); WSS connections are WebSocket
+//!   connections with a TLS session in front ([`tls`]). A shard reads client frames ([`session`]: auth, heartbeats, rooms,
 //!   Sub/Unsub), answers them, and sends session events and upstream messages to the uplink.
 //! - **dispatchers → clients**: pushes arrive on the internal link ([`link`], or in-process
 //!   through [`Gateway::ingress`]); the [`ingress`] encodes each batch once and hands it to
@@ -29,6 +30,7 @@ mod session;
 pub mod shard;
 pub mod signal;
 pub mod stats;
+pub mod tls;
 pub mod uring;
 pub mod wheel;
 
@@ -62,6 +64,7 @@ pub struct Gateway {
     threads: Vec<JoinHandle<()>>,
     tcp_addr: SocketAddr,
     ws_addr: SocketAddr,
+    wss_addr: Option<SocketAddr>,
     ingress: Ingress,
     uplink: Option<Receiver<Body>>,
     metrics_addr: Option<SocketAddr>,
@@ -110,22 +113,38 @@ impl Gateway {
         };
         let mut tcp_addr = resolve(&config.tcp_bind, "tcp_bind")?;
         let mut ws_addr = resolve(&config.ws_bind, "ws_bind")?;
+        let mut wss_addr = if config.wss_bind.is_empty() {
+            None
+        } else {
+            Some(resolve(&config.wss_bind, "wss_bind")?)
+        };
+        // The certificate is read before anything listens: a bad file stops the start.
+        let tls = match wss_addr {
+            Some(_) => Some(tls::Tls::load(&config.tls)?),
+            None => None,
+        };
+        let bound = |s: &Socket, asked: SocketAddr| {
+            s.local_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .unwrap_or(asked)
+        };
         // Bind every shard's listeners now: the first fixes an ephemeral port for the others.
-        let mut listeners: Vec<(OwnedFd, OwnedFd)> = Vec::new();
+        let mut listeners: Vec<(OwnedFd, OwnedFd, Option<OwnedFd>)> = Vec::new();
         for _ in &cores {
             let t = listener(tcp_addr, &config)?;
             let w = listener(ws_addr, &config)?;
-            tcp_addr = t
-                .local_addr()
-                .ok()
-                .and_then(|a| a.as_socket())
-                .unwrap_or(tcp_addr);
-            ws_addr = w
-                .local_addr()
-                .ok()
-                .and_then(|a| a.as_socket())
-                .unwrap_or(ws_addr);
-            listeners.push((t.into(), w.into()));
+            tcp_addr = bound(&t, tcp_addr);
+            ws_addr = bound(&w, ws_addr);
+            let s = match wss_addr {
+                Some(addr) => {
+                    let s = listener(addr, &config)?;
+                    wss_addr = Some(bound(&s, addr));
+                    Some(s.into())
+                }
+                None => None,
+            };
+            listeners.push((t.into(), w.into(), s));
         }
         let inboxes = cores
             .iter()
@@ -151,12 +170,13 @@ impl Gateway {
             hub_dropped: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             epoch: Instant::now(),
+            tls,
             config,
         });
         // Shards build their rings on their own threads (the rings are single-issuer).
         let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<()>>(cores.len());
         let mut threads = Vec::new();
-        for (id, (&core, (tcp, ws))) in cores.iter().zip(listeners).enumerate() {
+        for (id, (&core, (tcp, ws, wss))) in cores.iter().zip(listeners).enumerate() {
             let shared = shared.clone();
             let ready = ready_tx.clone();
             let t = std::thread::Builder::new()
@@ -165,7 +185,7 @@ impl Gateway {
                     if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
                         tracing::warn!(shard = id, core, "could not pin the shard to its core");
                     }
-                    match Shard::new(id, shared, tcp, ws) {
+                    match Shard::new(id, shared, tcp, ws, wss) {
                         Ok(shard) => {
                             let _ = ready.send(Ok(()));
                             shard.run();
@@ -235,6 +255,7 @@ impl Gateway {
             shards = threads.len(),
             tcp = %tcp_addr,
             ws = %ws_addr,
+            wss = %wss_addr.map_or("off".to_string(), |a| a.to_string()),
             "gateway listening"
         );
         Ok(Gateway {
@@ -242,6 +263,7 @@ impl Gateway {
             threads,
             tcp_addr,
             ws_addr,
+            wss_addr,
             ingress,
             uplink,
             metrics_addr,
@@ -259,6 +281,28 @@ impl Gateway {
 
     pub fn ws_addr(&self) -> SocketAddr {
         self.ws_addr
+    }
+
+    /// The WSS listener's address, when `wss_bind` is set.
+    pub fn wss_addr(&self) -> Option<SocketAddr> {
+        self.wss_addr
+    }
+
+    /// Re-reads the WSS certificate and key files (SIGHUP). On success new handshakes use the
+    /// new certificate and open connections are unaffected; on failure the current certificate
+    /// keeps serving, and the error is logged, counted (`tls_reload_errors`) and returned.
+    pub fn reload_tls(&self) -> Result<()> {
+        match &self.shared.tls {
+            Some(tls) => tls.reload(),
+            None => Err(Error::Config(
+                "no certificate to reload: wss_bind is not set".into(),
+            )),
+        }
+    }
+
+    /// Failed certificate reloads so far.
+    pub fn tls_reload_errors(&self) -> u64 {
+        self.shared.tls.as_ref().map_or(0, |t| t.reload_errors())
     }
 
     pub fn shards(&self) -> usize {

@@ -108,6 +108,18 @@ pub fn render(shared: &Shared, ingress: &Ingress) -> String {
             shared.admission.ip_count(),
         ),
         (
+            "corecast_gateway_tls_reloads_total",
+            "counter",
+            "WSS certificate reloads that succeeded (SIGHUP)",
+            shared.tls.as_ref().map_or(0, |t| t.reloads()),
+        ),
+        (
+            "corecast_gateway_tls_reload_errors_total",
+            "counter",
+            "WSS certificate reloads that failed (the previous certificate stayed)",
+            shared.tls.as_ref().map_or(0, |t| t.reload_errors()),
+        ),
+        (
             "corecast_gateway_room_keys",
             "gauge",
             "rooms with members on this gateway",

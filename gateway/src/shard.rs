@@ -47,6 +47,8 @@ pub struct Shared {
     pub hub_dropped: std::sync::atomic::AtomicU64,
     pub stop: std::sync::atomic::AtomicBool,
     pub epoch: Instant,
+    /// The WSS listener's TLS state (None: WSS off).
+    pub tls: Option<crate::tls::Tls>,
 }
 
 impl Shared {
@@ -69,6 +71,9 @@ pub struct Reason {
     pub code: u16,
     /// Before a WebSocket upgrade: the error that refused it (picks the HTTP status).
     pub upgrade: Option<protocol::Error>,
+    /// TLS connections: write no reason, only what the TLS layer has queued (its alert for a
+    /// TLS error; nothing can be sealed after one).
+    pub tls_alert_only: bool,
 }
 
 impl Reason {
@@ -77,11 +82,14 @@ impl Reason {
             text: text.into(),
             code,
             upgrade: None,
+            tls_alert_only: false,
         }
     }
 }
 
 const MAX_IOV: usize = 64;
+/// The listeners' accept ops, by index: TCP, WS, WSS.
+pub(crate) const ACCEPT_OPS: [Op; 3] = [Op::AcceptTcp, Op::AcceptWs, Op::AcceptWss];
 /// Accepts in flight per listener on the accepting ring.
 const ACCEPT_DEPTH: u32 = 16;
 const IOV_ARENA: usize = 64 * 1024;
@@ -101,8 +109,8 @@ pub(crate) struct RingCtx {
     pub ring: Ring,
     pub conns: Vec<Option<Box<Conn>>>,
     pub live: u32,
-    /// Accepts in flight on this ring: [TCP, WS].
-    pub accepts: [u32; 2],
+    /// Accepts in flight on this ring, per listener ([`ACCEPT_OPS`]).
+    pub accepts: [u32; 3],
     next_gen: u16,
 }
 
@@ -112,8 +120,10 @@ pub struct Shard {
     inbox: Arc<Inbox>,
     pub(crate) rings: Vec<RingCtx>,
     ring_size: RingSize,
-    pub(crate) tcp_listener: Option<OwnedFd>,
-    pub(crate) ws_listener: Option<OwnedFd>,
+    /// TCP, WS and (if on) WSS, as [`ACCEPT_OPS`].
+    listeners: [Option<OwnedFd>; 3],
+    /// Decrypted WSS input, kept between receives (`tls.rs`).
+    pub(crate) tls_plain: Vec<u8>,
     pub(crate) rooms: Rooms,
     wheel: Wheel,
     dirty: Vec<u32>,
@@ -159,6 +169,7 @@ impl Shard {
         shared: Arc<Shared>,
         tcp_listener: OwnedFd,
         ws_listener: OwnedFd,
+        wss_listener: Option<OwnedFd>,
     ) -> crate::Result<Shard> {
         let e = &shared.config.engine;
         let ring_size = RingSize {
@@ -176,8 +187,8 @@ impl Shard {
             inbox,
             rings: Vec::new(),
             ring_size,
-            tcp_listener: Some(tcp_listener),
-            ws_listener: Some(ws_listener),
+            listeners: [Some(tcp_listener), Some(ws_listener), wss_listener],
+            tls_plain: Vec::new(),
             wheel,
             dirty: Vec::new(),
             iov: Vec::with_capacity(IOV_ARENA),
@@ -211,7 +222,7 @@ impl Shard {
             ring,
             conns: Vec::new(),
             live: 0,
-            accepts: [0; 2],
+            accepts: [0; 3],
             next_gen: 1,
         });
         Ok(self.rings.len() - 1)
@@ -224,32 +235,34 @@ impl Shard {
         if self.draining {
             return;
         }
-        let (Some(tcp), Some(ws)) = (&self.tcp_listener, &self.ws_listener) else {
+        let fds: [Option<i32>; 3] =
+            std::array::from_fn(|i| self.listeners[i].as_ref().map(|l| l.as_raw_fd()));
+        let listening = fds.iter().flatten().count() as u32;
+        if listening == 0 {
             return;
-        };
-        let fds = [tcp.as_raw_fd(), ws.as_raw_fd()];
+        }
         let slots = self.ring_size.slots;
         loop {
             let r = self.accepting;
             let ctx = &mut self.rings[r];
             for (which, fd) in fds.iter().enumerate() {
+                let Some(fd) = fd else { continue };
                 while ctx.accepts[which] < ACCEPT_DEPTH
-                    && ctx.live + ctx.accepts[0] + ctx.accepts[1] < slots
+                    && ctx.live + ctx.accepts.iter().sum::<u32>() < slots
                 {
-                    let op = if which == 0 {
-                        Op::AcceptTcp
-                    } else {
-                        Op::AcceptWs
-                    };
-                    ctx.ring.accept(*fd, op);
+                    ctx.ring.accept(*fd, ACCEPT_OPS[which]);
                     ctx.accepts[which] += 1;
                 }
             }
-            if ctx.accepts[0] > 0 && ctx.accepts[1] > 0 {
+            if fds
+                .iter()
+                .zip(ctx.accepts)
+                .all(|(fd, n)| fd.is_none() || n > 0)
+            {
                 return;
             }
             // This ring is full: accept on the first ring with room, or a new one.
-            let room = |c: &RingCtx| c.live + c.accepts[0] + c.accepts[1] + 2 <= slots;
+            let room = |c: &RingCtx| c.live + c.accepts.iter().sum::<u32>() + listening <= slots;
             self.accepting = match self.rings.iter().position(room) {
                 Some(i) if i != r => i,
                 _ if self.rings.len() < self.shared.config.engine.max_rings_per_shard => {
@@ -385,8 +398,9 @@ impl Shard {
     fn on_completion(&mut self, r: usize, c: Completion) {
         tracing::trace!(shard = self.id, ring = r, op = ?c.op, slot = c.slot, gen_ = c.gen_, res = c.res, more = c.more(), "completion");
         match c.op {
-            Op::AcceptTcp => self.on_accept(r, c, Transport::Tcp),
-            Op::AcceptWs => self.on_accept(r, c, Transport::Ws),
+            Op::AcceptTcp => self.on_accept(r, c, 0),
+            Op::AcceptWs => self.on_accept(r, c, 1),
+            Op::AcceptWss => self.on_accept(r, c, 2),
             Op::Recv => self.on_recv(r, c),
             Op::Send => self.on_send(r, c),
             Op::Close => self.on_closed(r, c),
@@ -401,10 +415,15 @@ impl Shard {
         }
     }
 
-    fn on_accept(&mut self, r: usize, c: Completion, transport: Transport) {
-        let which = (transport == Transport::Ws) as usize;
+    /// An accept completed on listener `which` ([`ACCEPT_OPS`]).
+    fn on_accept(&mut self, r: usize, c: Completion, which: usize) {
         self.rings[r].accepts[which] -= 1;
         let peer = self.rings[r].ring.take_peer(&c);
+        let transport = if which == 0 {
+            Transport::Tcp
+        } else {
+            Transport::Ws
+        };
         if c.res >= 0 {
             let slot = c.res as u32;
             let admitted = self.shared.admission.admit(peer, self.now);
@@ -437,6 +456,24 @@ impl Shard {
             ctx.ring.recv(slot, gen_);
             self.wheel.insert((handle(r, slot), gen_), deadline);
             self.stats.accepted += 1;
+            // The WSS listener exists only with a TLS config.
+            if which == 2
+                && let Some(tls) = self.shared.tls.as_ref()
+            {
+                let h = handle(r, slot);
+                match tls.session() {
+                    Ok(session) => {
+                        if let Some(conn) = self.conn(h) {
+                            conn.tls = Some(session);
+                        }
+                    }
+                    Err(e) => {
+                        self.stats.tls_errors += 1;
+                        tracing::error!(shard = self.id, "cannot start a TLS session: {e}");
+                        self.teardown(h, None);
+                    }
+                }
+            }
             if self.draining {
                 self.teardown(
                     handle(r, slot),
@@ -474,7 +511,11 @@ impl Shard {
             if let Some(bid) = bid {
                 if live {
                     let data = self.rings[r].ring.buffer(bid, c.res as usize);
-                    self.on_input(h, data);
+                    if self.conn(h).is_some_and(|conn| conn.tls.is_some()) {
+                        self.tls_input(h, data);
+                    } else {
+                        self.on_input(h, data);
+                    }
                 }
                 self.rings[r].ring.recycle(bid);
             }
@@ -565,15 +606,52 @@ impl Shard {
     }
 
     /// Queues bytes for a connection under its outbound cap ([`Conn::enqueue`]), and acts on
-    /// the outcome: the write to issue, the drops to count, the close to make.
+    /// the outcome: the write to issue, the drops to count, the close to make. A TLS
+    /// connection's bytes are sealed into records here first (`tls.rs`); past the cap it is
+    /// closed whatever the policy (sealed records cannot be dropped).
     pub(crate) fn enqueue(&mut self, h: u32, buf: &Rc<Bytes>, msgs: u32, is_reply: bool) {
+        self.queue(h, buf, msgs, is_reply, true);
+    }
+
+    /// Queues records a TLS connection's rustls made on its own (handshake, tickets, alerts),
+    /// as they are.
+    pub(crate) fn enqueue_records(&mut self, h: u32, records: Rc<Bytes>) {
+        self.queue(h, &records, 0, true, false);
+    }
+
+    fn queue(&mut self, h: u32, buf: &Rc<Bytes>, msgs: u32, is_reply: bool, seal: bool) {
         let cap = self.shared.config.limits.outbound_cap_bytes;
         // A reply past the cap means the client reads nothing at all: always a close.
-        let drop_oldest = !is_reply && self.shared.slow == SlowConsumer::DropOldest;
+        let mut drop_oldest = !is_reply && self.shared.slow == SlowConsumer::DropOldest;
         let Some(conn) = conn_of(&mut self.rings, h) else {
             return;
         };
-        match conn.enqueue(buf, msgs, cap, drop_oldest) {
+        let sealed;
+        let mut buf = buf;
+        let mut over_cap = false;
+        if let Some(tls) = conn.tls.as_deref_mut() {
+            drop_oldest = false;
+            if seal {
+                // Checked before sealing: records sealed and then not sent would break the
+                // stream for the close reason that follows.
+                if conn.out_bytes + crate::tls::sealed_len(buf.len()) > cap {
+                    over_cap = true;
+                } else {
+                    sealed = Rc::new(Bytes::from(crate::tls::seal(tls, buf)));
+                    if sealed.is_empty() {
+                        // Handshake not done: rustls sends it after the handshake's last flight.
+                        return;
+                    }
+                    buf = &sealed;
+                }
+            }
+        }
+        let outcome = if over_cap {
+            Enqueued::OverCap
+        } else {
+            conn.enqueue(buf, msgs, cap, drop_oldest)
+        };
+        match outcome {
             Enqueued::Queued {
                 newly_dirty,
                 dropped,
@@ -733,14 +811,27 @@ impl Shard {
                 };
                 tracing::debug!(shard = self.id, handle = h, "closing: {}", reason.text);
                 let conn = self.conn(h).expect("checked above");
+                let bytes = match conn.tls.as_deref_mut() {
+                    Some(tls) => {
+                        crate::tls::seal_last(tls, (!reason.tls_alert_only).then_some(&bytes[..]))
+                    }
+                    None => bytes,
+                };
                 // The reason bypasses the cap: it is small and the last thing written.
-                conn.out.push_back(Chunk {
-                    buf: Rc::new(Bytes::from(bytes)),
-                    off: 0,
-                    msgs: 0,
-                });
-                self.set_deadline(h, self.now + CLOSING_GRACE_MS);
-                self.mark_dirty(h);
+                if !bytes.is_empty() {
+                    conn.out.push_back(Chunk {
+                        buf: Rc::new(Bytes::from(bytes)),
+                        off: 0,
+                        msgs: 0,
+                    });
+                }
+                if conn.out.is_empty() {
+                    // Nothing to say (a TLS handshake cut short): shut at once.
+                    self.shut(h);
+                } else {
+                    self.set_deadline(h, self.now + CLOSING_GRACE_MS);
+                    self.mark_dirty(h);
+                }
             }
             None => self.shut(h),
         }

@@ -73,4 +73,6 @@ counters! {
     cap_dropped_messages: "messages dropped past the outbound cap (drop-oldest)",
     upstream_dropped: "client messages not forwarded (no dispatcher link, or its queue full)",
     ring_full: "times a shard's inbox was full and the ingress waited",
+    tls_handshakes: "WSS: TLS handshakes completed",
+    tls_errors: "WSS: connections closed for a TLS error (not TLS, bad record, failed handshake, alert from the client)",
 }

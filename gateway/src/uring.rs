@@ -30,6 +30,7 @@ pub enum Op {
     Shutdown = 5,
     Close = 6,
     Cancel = 7,
+    AcceptWss = 8,
 }
 
 impl Op {
@@ -42,6 +43,7 @@ impl Op {
             5 => Op::Shutdown,
             6 => Op::Close,
             7 => Op::Cancel,
+            8 => Op::AcceptWss,
             _ => return None,
         })
     }
