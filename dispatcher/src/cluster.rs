@@ -4,7 +4,9 @@
 //! A gateway enters on its first `Register`, renews every few seconds, and leaves when it stops
 //! renewing (`links.renew_timeout_ms`) or when its link stays down past `links.relink_grace_ms`.
 //! While its link is down it is shown offline in the node list and its pushes wait in its
-//! outbox, to be sent when it dials again.
+//! outbox, to be sent when it dials again. A gateway that announced its renew period and is a
+//! full period late (no renewal for twice that) is shown offline too, until it renews. An
+//! offline gateway is left out of the node list, the online totals and the room counts.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,9 +40,21 @@ struct Entry {
     reported_offline: bool,
     epoch: u64,
     last_renew: Instant,
+    /// The gateway's renew period (0: not announced).
+    renew_every: Duration,
     down_since: Option<Instant>,
     rooms: HashMap<String, i32>,
     outbox: Outbox,
+}
+
+impl Entry {
+    /// Offline: reported so by the gateway, its link is down, or it announced a renew period
+    /// and sent nothing for two of them (one renewal missed and a full period more).
+    fn offline(&self, now: Instant) -> bool {
+        self.info.offline
+            || (!self.renew_every.is_zero()
+                && now.saturating_duration_since(self.last_renew) > self.renew_every * 2)
+    }
 }
 
 /// The gateway table.
@@ -92,6 +106,7 @@ impl Cluster {
                 reported_offline: false,
                 epoch,
                 last_renew: Instant::now(),
+                renew_every: Duration::ZERO,
                 down_since: None,
                 rooms: HashMap::new(),
                 outbox: Outbox::spawn(
@@ -109,6 +124,7 @@ impl Cluster {
         entry.info.offline = reg.offline;
         entry.epoch = epoch;
         entry.last_renew = Instant::now();
+        entry.renew_every = Duration::from_millis(reg.renew_ms);
         entry.down_since = None;
         let _ = entry.outbox.ctl.send(Ctl::Linked(writer));
         epoch
@@ -203,17 +219,28 @@ impl Cluster {
         t
     }
 
-    /// The node list, sorted by id.
+    /// The node list, sorted by id. `offline` is also set for a gateway a full renew period
+    /// late.
     pub fn infos(&self) -> Vec<GatewayInfo> {
-        let mut v: Vec<GatewayInfo> = self.lock().values().map(|e| e.info.clone()).collect();
+        let now = Instant::now();
+        let mut v: Vec<GatewayInfo> = self
+            .lock()
+            .values()
+            .map(|e| {
+                let mut info = e.info.clone();
+                info.offline = e.offline(now);
+                info
+            })
+            .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
     }
 
-    /// Room online counts summed over gateways (room key → members).
+    /// Room online counts summed over the gateways that are online (room key → members).
     pub fn room_totals(&self) -> HashMap<String, i64> {
+        let now = Instant::now();
         let mut totals: HashMap<String, i64> = HashMap::new();
-        for e in self.lock().values() {
+        for e in self.lock().values().filter(|e| !e.offline(now)) {
             for (room, n) in &e.rooms {
                 *totals.entry(room.clone()).or_default() += i64::from(*n);
             }
@@ -223,11 +250,13 @@ impl Cluster {
 
     /// Cluster totals for these rooms (what a gateway answers heartbeats with).
     pub fn totals_for<'a>(&self, rooms: impl Iterator<Item = &'a String>) -> HashMap<String, i32> {
+        let now = Instant::now();
         let entries = self.lock();
         rooms
             .map(|room| {
                 let n: i64 = entries
                     .values()
+                    .filter(|e| !e.offline(now))
                     .filter_map(|e| e.rooms.get(room))
                     .map(|&n| i64::from(n))
                     .sum();
