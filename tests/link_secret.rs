@@ -2,13 +2,15 @@
 //! `link_secret` is one of the dispatcher's `link_secrets` links and pushes reach its clients;
 //! a gateway with a wrong or no secret is refused (counted in `links_refused`, absent from
 //! `/goim/nodes/instances`) and keeps redialling with its backoff (the count keeps growing);
-//! a dispatcher without secrets accepts gateways with and without one.
+//! a dispatcher without secrets accepts gateways with and without one. With processes: the
+//! refused gateway's log names the reason, and so does the dispatcher's.
 
 mod support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 
+use support::procs::{DispatcherProc, GatewayProc, wait_for};
 use support::{bodies, http, listen, post_ok, wait_until};
 
 fn dispatcher(secrets: &[&str]) -> dispatcher::Dispatcher {
@@ -101,4 +103,28 @@ fn a_dispatcher_without_secrets_accepts_gateways_with_and_without_one() {
     with.stop();
     without.stop();
     d.stop_within(std::time::Duration::ZERO);
+}
+
+#[test]
+fn a_refused_gateway_process_logs_the_reason_and_keeps_redialling() {
+    let d = DispatcherProc::start(
+        "dispatcher",
+        "http_bind = \"127.0.0.1:0\"\nlink_bind = \"127.0.0.1:0\"\nthreads = 1\nlink_secrets = [\"l1\"]\n",
+    );
+    let g = GatewayProc::start("gw-wrong", 0, &[d.link], 200, "link_secret = \"l2\"\n");
+    let reason = "the dispatcher refused this gateway: wrong link proof";
+    wait_for(
+        "the gateway logged two refusals",
+        10,
+        std::time::Duration::from_millis(20),
+        || g.p.logged(reason) >= 2,
+    );
+    assert!(g.p.logged("dialling again") >= 2, "{}", g.p.log());
+    assert!(
+        d.p.logged("gateway gw-wrong from 127.0.0.1:") >= 2,
+        "{}",
+        d.p.log()
+    );
+    assert!(d.metric("corecast_dispatcher_links_refused_total") >= 2);
+    assert!(d.instances().is_empty());
 }
