@@ -6,6 +6,11 @@
 //! request (the message names the parameter), -500 a queue or registry failure (the message
 //! names the cause; bounded by `http.request_timeout_ms`, never a hang). `GET /metrics` serves
 //! the dispatcher's Prometheus counters.
+//!
+//! With `http.bearer_secrets` set, every `/goim/*` route first checks `Authorization: Bearer
+//! <secret>` against each secret (SHA-256 digests compared in constant time, every secret
+//! tried): a missing or wrong one is answered with HTTP 401, code -401, a message naming what
+//! is missing and `WWW-Authenticate: Bearer`, counted per route. `/metrics` stays open.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -14,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{RawQuery, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use protocol::push::{PushMsg, PushType};
@@ -29,7 +35,7 @@ use crate::query::Params;
 
 /// The router for `App`.
 pub(crate) fn router(app: Arc<App>) -> Router {
-    Router::new()
+    let goim = Router::new()
         .route("/goim/push/keys", post(push_keys))
         .route("/goim/push/mids", post(push_mids))
         .route("/goim/push/room", post(push_room))
@@ -39,9 +45,90 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/goim/online/total", get(online_total))
         .route("/goim/nodes/weighted", get(nodes_weighted))
         .route("/goim/nodes/instances", get(nodes_instances))
+        .route_layer(middleware::from_fn_with_state(app.clone(), bearer));
+    Router::new()
+        .merge(goim)
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(app)
+}
+
+/// The metrics route index of a `/goim/*` path.
+fn route_of(path: &str) -> usize {
+    match path {
+        "/goim/push/keys" => route::PUSH_KEYS,
+        "/goim/push/mids" => route::PUSH_MIDS,
+        "/goim/push/room" => route::PUSH_ROOM,
+        "/goim/push/all" => route::PUSH_ALL,
+        "/goim/online/top" => route::ONLINE_TOP,
+        "/goim/online/room" => route::ONLINE_ROOM,
+        "/goim/online/total" => route::ONLINE_TOTAL,
+        "/goim/nodes/weighted" => route::NODES_WEIGHTED,
+        "/goim/nodes/instances" => route::NODES_INSTANCES,
+        _ => route::OTHER,
+    }
+}
+
+/// Why a request's bearer secret is not accepted, if it is not.
+fn bearer_problem(secrets: &[String], headers: &HeaderMap) -> Option<&'static str> {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    if secrets.is_empty() {
+        return None;
+    }
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Some(
+            "missing Authorization header: this API needs \"Authorization: Bearer <secret>\"",
+        );
+    };
+    let value = value.as_bytes();
+    let token = match value.split_at_checked(7) {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case(b"bearer ") => token.trim_ascii(),
+        _ => {
+            return Some(
+                "Authorization header is not \"Bearer <secret>\" (only the Bearer scheme is accepted)",
+            );
+        }
+    };
+    if token.is_empty() {
+        return Some("Authorization header has an empty bearer secret");
+    }
+    // Digests have one length whatever the input, so neither the comparison nor its time
+    // says anything about a secret's length or content.
+    let given = Sha256::digest(token);
+    let mut ok = subtle::Choice::from(0);
+    for s in secrets {
+        ok |= Sha256::digest(s.as_bytes()).ct_eq(&given);
+    }
+    if bool::from(ok) {
+        None
+    } else {
+        Some("wrong bearer secret: it matches none of the dispatcher's http.bearer_secrets")
+    }
+}
+
+/// The bearer check in front of every `/goim/*` route.
+async fn bearer(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let Some(problem) = bearer_problem(&app.config.http.bearer_secrets, req.headers()) else {
+        return next.run(req).await;
+    };
+    let route = route_of(req.uri().path());
+    app.metrics.request(route, -401);
+    tracing::debug!("{}: code -401: {problem}", crate::metrics::ROUTES[route]);
+    let challenge = if problem.starts_with("wrong") {
+        "Bearer realm=\"corecast\", error=\"invalid_token\""
+    } else {
+        "Bearer realm=\"corecast\""
+    };
+    (
+        StatusCode::UNAUTHORIZED,
+        [
+            (header::CONTENT_TYPE, "application/json; charset=utf-8"),
+            (header::WWW_AUTHENTICATE, challenge),
+        ],
+        json!({"code": -401, "message": problem}).to_string(),
+    )
+        .into_response()
 }
 
 /// A goim answer: code, message, and data when there is some.
@@ -332,7 +419,7 @@ async fn online_room(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> Resp
 async fn online_total(State(app): State<Arc<App>>) -> Response {
     let t = Instant::now();
     let (mut ips, mut conns) = (0u64, 0u64);
-    for g in app.cluster.infos().iter().filter(|g| !g.offline) {
+    for g in app.cluster.infos().iter().filter(|g| g.counted) {
         ips += g.ip_count;
         conns += g.conn_count;
     }

@@ -4,7 +4,11 @@
 //! A gateway enters on its first `Register`, renews every few seconds, and leaves when it stops
 //! renewing (`links.renew_timeout_ms`) or when its link stays down past `links.relink_grace_ms`.
 //! While its link is down it is shown offline in the node list and its pushes wait in its
-//! outbox, to be sent when it dials again.
+//! outbox, to be sent when it dials again. A gateway that announced its renew period and is a
+//! full period late (no renewal for twice that) is shown offline too, until it renews. An
+//! offline gateway is left out of the node list; one whose link is down or that stopped renewing
+//! is also left out of the online totals and the room counts (one that only refuses new
+//! connections, draining or over its memory ceiling, still holds its members and counts).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +37,9 @@ pub struct GatewayInfo {
     /// no new connections, so `nodes/weighted` never names it, whatever goim's guard against
     /// a shrinking node set keeps (that guard is for a link or a registry that flaps).
     pub refusing: bool,
+    /// Its connections count in the online totals and room counts: its link is up and it
+    /// renews (draining or over its memory ceiling, it still holds its members).
+    pub counted: bool,
     /// Last registration or renewal, nanoseconds since the Unix epoch.
     pub updated_unix_ns: i64,
 }
@@ -42,9 +49,31 @@ struct Entry {
     reported_offline: bool,
     epoch: u64,
     last_renew: Instant,
+    /// The gateway's renew period (0: not announced).
+    renew_every: Duration,
     down_since: Option<Instant>,
     rooms: HashMap<String, i32>,
     outbox: Outbox,
+}
+
+impl Entry {
+    /// Offline: reported so by the gateway, its link is down, or it announced a renew period
+    /// and sent nothing for two of them (one renewal missed and a full period more).
+    fn offline(&self, now: Instant) -> bool {
+        self.info.offline || self.stale(now)
+    }
+
+    fn stale(&self, now: Instant) -> bool {
+        !self.renew_every.is_zero()
+            && now.saturating_duration_since(self.last_renew) > self.renew_every * 2
+    }
+
+    /// Its members count in online totals and room counts: linked and renewing. A gateway
+    /// that is only refusing new connections (draining, over its memory ceiling) still holds
+    /// its members and counts.
+    fn counted(&self, now: Instant) -> bool {
+        self.down_since.is_none() && !self.stale(now)
+    }
 }
 
 /// The gateway table.
@@ -92,11 +121,13 @@ impl Cluster {
                     ip_count: 0,
                     offline: false,
                     refusing: false,
+                    counted: true,
                     updated_unix_ns: 0,
                 },
                 reported_offline: false,
                 epoch,
                 last_renew: Instant::now(),
+                renew_every: Duration::ZERO,
                 down_since: None,
                 rooms: HashMap::new(),
                 outbox: Outbox::spawn(
@@ -115,6 +146,7 @@ impl Cluster {
         entry.info.refusing = reg.offline;
         entry.epoch = epoch;
         entry.last_renew = Instant::now();
+        entry.renew_every = Duration::from_millis(reg.renew_ms);
         entry.down_since = None;
         let _ = entry.outbox.ctl.send(Ctl::Linked(writer));
         epoch
@@ -210,17 +242,29 @@ impl Cluster {
         t
     }
 
-    /// The node list, sorted by id.
+    /// The node list, sorted by id. `offline` is also set for a gateway a full renew period
+    /// late.
     pub fn infos(&self) -> Vec<GatewayInfo> {
-        let mut v: Vec<GatewayInfo> = self.lock().values().map(|e| e.info.clone()).collect();
+        let now = Instant::now();
+        let mut v: Vec<GatewayInfo> = self
+            .lock()
+            .values()
+            .map(|e| {
+                let mut info = e.info.clone();
+                info.offline = e.offline(now);
+                info.counted = e.counted(now);
+                info
+            })
+            .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
     }
 
-    /// Room online counts summed over gateways (room key → members).
+    /// Room online counts summed over the gateways that are online (room key → members).
     pub fn room_totals(&self) -> HashMap<String, i64> {
+        let now = Instant::now();
         let mut totals: HashMap<String, i64> = HashMap::new();
-        for e in self.lock().values() {
+        for e in self.lock().values().filter(|e| e.counted(now)) {
             for (room, n) in &e.rooms {
                 *totals.entry(room.clone()).or_default() += i64::from(*n);
             }
@@ -230,11 +274,13 @@ impl Cluster {
 
     /// Cluster totals for these rooms (what a gateway answers heartbeats with).
     pub fn totals_for<'a>(&self, rooms: impl Iterator<Item = &'a String>) -> HashMap<String, i32> {
+        let now = Instant::now();
         let entries = self.lock();
         rooms
             .map(|room| {
                 let n: i64 = entries
                     .values()
+                    .filter(|e| e.counted(now))
                     .filter_map(|e| e.rooms.get(room))
                     .map(|&n| i64::from(n))
                     .sum();

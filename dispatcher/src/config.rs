@@ -16,6 +16,9 @@ pub struct Config {
     pub http_bind: String,
     /// Where gateways dial in.
     pub link_bind: String,
+    /// Gateways must prove one of these in their Register (their `link_secret`); two while
+    /// rotating. Empty: any gateway may link.
+    pub link_secrets: Vec<String>,
     /// Runtime worker threads (0: one per core).
     pub threads: usize,
     pub http: HttpConfig,
@@ -32,6 +35,9 @@ pub struct Config {
 pub struct HttpConfig {
     pub max_body_bytes: usize,
     pub request_timeout_ms: u64,
+    /// `/goim/*` requires `Authorization: Bearer <one of these>`; two while rotating. Empty:
+    /// open.
+    pub bearer_secrets: Vec<String>,
 }
 
 /// goim's `[node]`: what `/goim/nodes/weighted` answers.
@@ -68,6 +74,9 @@ pub struct LinksConfig {
     pub buffer_messages: usize,
     pub buffer_bytes: usize,
     pub max_message_bytes: usize,
+    /// With `link_secrets`: how far a gateway's clock in its proof may be from this one's, and
+    /// how long a proof's nonce is remembered (a replay inside the window is refused).
+    pub auth_window_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -125,6 +134,7 @@ impl Default for Config {
             id: String::new(),
             http_bind: "127.0.0.1:3111".into(),
             link_bind: "127.0.0.1:3119".into(),
+            link_secrets: Vec::new(),
             threads: 0,
             http: HttpConfig::default(),
             node: NodeConfig::default(),
@@ -142,6 +152,7 @@ impl Default for HttpConfig {
         HttpConfig {
             max_body_bytes: 64 * 1024,
             request_timeout_ms: 3_000,
+            bearer_secrets: Vec::new(),
         }
     }
 }
@@ -181,6 +192,7 @@ impl Default for LinksConfig {
             buffer_messages: 65_536,
             buffer_bytes: 64 << 20,
             max_message_bytes: protocol::link::MAX_LINK_MESSAGE,
+            auth_window_ms: 300_000,
         }
     }
 }
@@ -302,6 +314,18 @@ impl Config {
         if self.http.request_timeout_ms == 0 {
             return bad("http.request_timeout_ms must be at least 1".into());
         }
+        if self.http.bearer_secrets.iter().any(|s| s.is_empty()) {
+            return bad(
+                "http.bearer_secrets: an entry is empty (an empty secret would match a bare \"Bearer \" header)"
+                    .into(),
+            );
+        }
+        if self.link_secrets.iter().any(|s| s.is_empty()) {
+            return bad("link_secrets: an entry is empty".into());
+        }
+        if !self.link_secrets.is_empty() && self.links.auth_window_ms == 0 {
+            return bad("links.auth_window_ms must be at least 1 with link_secrets".into());
+        }
         if self.links.buffer_messages == 0 || self.links.buffer_bytes == 0 {
             return bad("links.buffer_messages and links.buffer_bytes must be at least 1".into());
         }
@@ -342,6 +366,11 @@ mod tests {
             ("[registry]\nkind = \"etcd\"", "registry.kind"),
             ("[queue]\nkind = \"nats\"", "queue.kind"),
             ("[job]\nroom_batch = 0", "job.room_batch"),
+            (
+                "[http]\nbearer_secrets = [\"a\", \"\"]",
+                "http.bearer_secrets",
+            ),
+            ("link_secrets = [\"\"]", "link_secrets"),
             ("bogus = 1", "bogus"),
         ] {
             let err = Config::from_toml(text).unwrap_err().to_string();

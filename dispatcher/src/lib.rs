@@ -52,6 +52,8 @@ pub(crate) struct App {
     pub(crate) queue: Arc<dyn Queue>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) balancer: Mutex<Balancer>,
+    /// Link proof nonces seen within `links.auth_window_ms` (replays are refused).
+    pub(crate) nonces: Mutex<link::Nonces>,
 }
 
 /// A running dispatcher.
@@ -107,6 +109,7 @@ impl Dispatcher {
                 queue,
                 metrics,
                 balancer: Mutex::new(Balancer::new()),
+                nonces: Mutex::new(link::Nonces::default()),
             });
             let http = TcpListener::from_std(http).map_err(Error::Runtime)?;
             let link = TcpListener::from_std(link).map_err(Error::Runtime)?;

@@ -5,14 +5,20 @@
 //! A link that sends anything else first, a message that does not decode, one over
 //! `links.max_message_bytes`, or a message only dispatchers send, is closed, counted in
 //! `links_rejected` and logged with the peer's address; nothing else is affected.
+//!
+//! With `link_secrets` set, the `Register` must carry a proof of one of them (see
+//! `protocol::link`): a missing, wrong, stale or replayed proof gets a `Refused` message naming
+//! the cause, then the link closes; it is counted in `links_refused` and logged, and the gateway
+//! is not registered.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
-use protocol::link::{self, Body, Register, Session};
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
+use protocol::link::{self, Body, LinkMessage, Refused, Register, Session};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::App;
@@ -69,8 +75,87 @@ async fn read_one(
     }
 }
 
+/// Link proof nonces seen lately, with when they expire from memory.
+#[derive(Default)]
+pub(crate) struct Nonces {
+    seen: HashMap<Vec<u8>, Instant>,
+}
+
+impl Nonces {
+    /// Records `nonce` for `window`; false if it was already there (a replay).
+    fn fresh(&mut self, nonce: &[u8], window: Duration, now: Instant) -> bool {
+        self.seen.retain(|_, until| *until > now);
+        if self.seen.contains_key(nonce) {
+            return false;
+        }
+        self.seen.insert(nonce.to_vec(), now + window);
+        true
+    }
+}
+
+/// Checks a Register's link proof against `link_secrets`; `Err` is the reason to refuse.
+fn check_proof(reg: &Register, app: &App) -> Result<(), String> {
+    let secrets = &app.config.link_secrets;
+    if secrets.is_empty() {
+        return Ok(());
+    }
+    if reg.auth_proof.is_empty() {
+        return Err(
+            "no link proof: this dispatcher requires a link secret (set link_secret in the gateway's config to one of the dispatcher's link_secrets)"
+                .into(),
+        );
+    }
+    if !reg.proof_matches(secrets) {
+        return Err(
+            "wrong link proof: the gateway's link_secret matches none of the dispatcher's link_secrets"
+                .into(),
+        );
+    }
+    let window = Duration::from_millis(app.config.links.auth_window_ms);
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let skew = now_ms.abs_diff(reg.auth_unix_ms);
+    if skew > window.as_millis() as u64 {
+        return Err(format!(
+            "stale link proof: signed {:.1} s away from the dispatcher's clock (links.auth_window_ms allows {:.1} s): check the hosts' clocks",
+            skew as f64 / 1000.0,
+            window.as_secs_f64()
+        ));
+    }
+    let mut nonces = app.nonces.lock().unwrap_or_else(|p| p.into_inner());
+    if !nonces.fresh(&reg.auth_nonce, window * 2, Instant::now()) {
+        return Err("replayed link proof: its nonce was already used".into());
+    }
+    Ok(())
+}
+
+/// Tells the gateway why it is refused, then lets it read that before the link closes (closing
+/// with unread data would reset the connection and could lose the reason).
+async fn refuse(mut wr: OwnedWriteHalf, rd: &mut OwnedReadHalf, reason: &str) {
+    let mut out = BytesMut::new();
+    link::encode(
+        &LinkMessage::from(Body::Refused(Refused {
+            reason: reason.to_string(),
+        })),
+        &mut out,
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        wr.write_all(&out).await?;
+        wr.shutdown().await?;
+        // Drain what the gateway sent after its Register until it closes.
+        let mut sink = vec![0u8; 16 * 1024];
+        while rd.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
+
 async fn handle(stream: TcpStream, app: &Arc<App>) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| "?".to_string(), |a| a.to_string());
     let (mut rd, wr) = stream.into_split();
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let max = app.config.links.max_message_bytes;
@@ -93,6 +178,12 @@ async fn handle(stream: TcpStream, app: &Arc<App>) -> Result<(), String> {
     };
     if reg.gateway_id.is_empty() {
         return Err("Register has an empty gateway_id".into());
+    }
+    if let Err(reason) = check_proof(&reg, app) {
+        inc(&app.metrics.links_refused);
+        tracing::warn!("gateway {} from {peer} refused: {reason}", reg.gateway_id);
+        refuse(wr, &mut rd, &reason).await;
+        return Ok(());
     }
     let id = reg.gateway_id.clone();
     let epoch = app.cluster.register(&reg, wr);

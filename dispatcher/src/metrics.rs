@@ -33,8 +33,9 @@ pub const ROUTES: [&str; 10] = [
     "other",
 ];
 
-/// goim's business codes, for per-route request counts.
-pub const CODES: [i32; 3] = [0, -400, -500];
+/// goim's business codes, for per-route request counts (-401: a missing or wrong bearer
+/// secret, HTTP 401).
+pub const CODES: [i32; 4] = [0, -400, -401, -500];
 
 macro_rules! counters {
     ($($(#[doc = $doc:literal])+ $name:ident,)+) => {
@@ -83,6 +84,8 @@ counters! {
     links_registered,
     /// Gateway links closed for a protocol error (garbage, wrong first message, oversize).
     links_rejected,
+    /// Gateway links refused for a missing or wrong link proof (see `link_secrets`).
+    links_refused,
     /// Gateways removed (renewal timeout or relink grace expired).
     gateways_removed,
     /// Session events received from gateways.
@@ -96,7 +99,10 @@ counters! {
 impl Metrics {
     /// Counts one HTTP request.
     pub fn request(&self, route: usize, code: i32) {
-        let c = CODES.iter().position(|&x| x == code).unwrap_or(2);
+        let c = CODES
+            .iter()
+            .position(|&x| x == code)
+            .unwrap_or(CODES.len() - 1);
         self.requests[route.min(ROUTES.len() - 1)][c].fetch_add(1, Ordering::Relaxed);
     }
 

@@ -194,6 +194,7 @@ fn register(id: &str) -> Body {
         conn_count: 0,
         ip_count: 0,
         offline: false,
+        ..Default::default()
     })
 }
 

@@ -31,6 +31,9 @@ pub struct Config {
     /// How often the registration is renewed on each dispatcher link, with this gateway's
     /// room online counts (goim: RenewOnline every 10 s).
     pub renew_ms: u64,
+    /// Shared secret proving this gateway to dispatchers that set `link_secrets` (an HMAC in
+    /// its Register; the secret never crosses the wire). Empty: no proof.
+    pub link_secret: String,
     pub auth: AuthConfig,
     pub tls: TlsConfig,
     pub limits: LimitsConfig,
@@ -137,6 +140,7 @@ impl Default for Config {
             public_addrs: Vec::new(),
             weight: 10,
             renew_ms: 5_000,
+            link_secret: String::new(),
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
             limits: LimitsConfig::default(),

@@ -229,6 +229,8 @@ impl Gateway {
                 conn_count: 0,
                 ip_count: 0,
                 offline: false,
+                renew_ms: shared.config.renew_ms,
+                ..Default::default()
             };
             for addr in &shared.config.dispatchers {
                 link::spawn(addr.clone(), ingress.clone(), hub.clone(), register.clone());

@@ -2,6 +2,10 @@
 //! registers, renews the registration every few seconds, forwards what the shards send up
 //! (session events, upstream client messages), hands pushes to the ingress and acknowledges
 //! them. A link that drops is dialled again with exponential backoff.
+//!
+//! With `link_secret` set, every Register carries a fresh proof of it (`Register::prove`); a
+//! dispatcher that refuses the proof sends `Refused` with its reason, which is logged as the
+//! cause of the link's end before the next dial.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -100,6 +104,13 @@ fn run_link(addr: &str, ingress: &Ingress, hub: &Hub, register: &Register) -> st
     reg.conn_count = conn_count(ingress);
     reg.ip_count = ingress.shared.admission.ip_count();
     reg.offline = ingress.shared.admission.offline();
+    let secret = &ingress.shared.config.link_secret;
+    if !secret.is_empty() {
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        reg.prove(secret.as_bytes(), unix_ms, *uuid::Uuid::new_v4().as_bytes());
+    }
     send(&mut writer, Body::Register(reg))?;
     // The dispatcher forgets this gateway's sessions when it registers (it may have missed
     // events while unlinked); tell it every session held now. Events that raced with the
@@ -149,6 +160,7 @@ fn run_link(addr: &str, ingress: &Ingress, hub: &Hub, register: &Register) -> st
     });
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
+    let mut refused: Option<String> = None;
     let result = loop {
         let n = match stream.read(&mut chunk) {
             Ok(0) => break Ok(()),
@@ -159,6 +171,10 @@ fn run_link(addr: &str, ingress: &Ingress, hub: &Hub, register: &Register) -> st
         let mut failed = None;
         loop {
             match link::decode(&mut buf, link::MAX_LINK_MESSAGE) {
+                Ok(Some(Body::Refused(r))) => {
+                    refused = Some(r.reason);
+                    break;
+                }
                 Ok(Some(body)) => match ingress.deliver(body) {
                     Ok(0) => {}
                     Ok(id) => {
@@ -175,6 +191,12 @@ fn run_link(addr: &str, ingress: &Ingress, hub: &Hub, register: &Register) -> st
                     break;
                 }
             }
+        }
+        if let Some(reason) = refused.take() {
+            break Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("the dispatcher refused this gateway: {reason}"),
+            ));
         }
         if let Some(e) = failed {
             break Err(std::io::Error::new(

@@ -34,6 +34,17 @@ pub struct Args {
     /// The gateway's WebSocket address (path /sub).
     #[arg(long, default_value = "127.0.0.1:3102")]
     pub ws_addr: SocketAddr,
+    /// Find the gateways through a dispatcher, as goim clients do: read
+    /// http://HOST:PORT/goim/nodes/weighted, spread the connections over the nodes it lists
+    /// (in its order) instead of --tcp-addr/--ws-addr, send reconnects to a node of the latest
+    /// list (re-read at most once a second while reconnecting), and wait between reconnect
+    /// attempts as its backoff hints say (goim's formula) unless --backoff-base/-max are given.
+    #[arg(long, value_name = "URL")]
+    pub nodes: Option<String>,
+    /// The dispatcher's bearer secret (its `[http] bearer_secrets`), sent as `Authorization:
+    /// Bearer` by --publish and --nodes.
+    #[arg(long, env = "CORECAST_BEARER", hide_env_values = true)]
+    pub bearer: Option<String>,
     /// The room every connection joins (ignored with --rooms).
     #[arg(long, default_value = "live://1000")]
     pub room: String,
@@ -143,11 +154,12 @@ pub struct Args {
     /// Replace connections the server closes (on with --storm and --churn).
     #[arg(long)]
     pub reconnect: bool,
-    /// Reconnect backoff: attempt n waits a random time up to min(max, base x 2^n).
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    pub backoff_base: Duration,
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    pub backoff_max: Duration,
+    /// Reconnect backoff: attempt n waits a random time up to min(max, base x 2^n) (default
+    /// 1s and 30s; with --nodes, the dispatcher's hints are used unless one of these is given).
+    #[arg(long, value_parser = parse_duration)]
+    pub backoff_base: Option<Duration>,
+    #[arg(long, value_parser = parse_duration)]
+    pub backoff_max: Option<Duration>,
     /// Make this share (0 to 1) of the connections stop reading for --stall-for, from
     /// --stall-at into the hold: a gateway with `slow_consumer = "drop-oldest"` drops what
     /// they cannot take, and the report shows the gaps.
@@ -201,6 +213,21 @@ pub enum PushBy {
     Mids,
 }
 
+/// `n` connections over `addrs` in order, as evenly as possible (the first ones get one more
+/// when it does not divide); addresses that get none are left out.
+fn spread(n: u32, addrs: &[SocketAddr]) -> Vec<(SocketAddr, u32)> {
+    let k = addrs.len() as u32;
+    if k == 0 {
+        return Vec::new();
+    }
+    addrs
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| (a, n / k + u32::from((i as u32) < n % k)))
+        .filter(|&(_, c)| c > 0)
+        .collect()
+}
+
 /// Parses `90`, `90s`, `1.5s`, `250ms`, `5m`, `1h`.
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     let s = s.trim();
@@ -229,7 +256,29 @@ impl Args {
     /// The run these flags describe.
     pub fn options(&self) -> Result<HoldOptions> {
         let mut targets = Vec::new();
-        if self.tcp > 0 {
+        let mut nodes = None;
+        if let Some(url) = &self.nodes {
+            let http = crate::nodes::parse_url(url).map_err(Error::Options)?;
+            let list = crate::nodes::fetch(http, self.bearer.as_deref()).map_err(Error::Options)?;
+            for (transport, n) in [(Transport::Tcp, self.tcp), (Transport::Ws, self.ws)] {
+                let addrs = list.addrs(transport);
+                if n > 0 && addrs.is_empty() {
+                    return Err(Error::Options(format!(
+                        "--nodes {url}: no {transport:?} address in the node list"
+                    )));
+                }
+                targets.extend(
+                    spread(n, addrs)
+                        .into_iter()
+                        .map(|(addr, connections)| Target {
+                            transport,
+                            addr,
+                            connections,
+                        }),
+                );
+            }
+            nodes = Some(crate::nodes::Nodes::new(http, self.bearer.clone(), list));
+        } else if self.tcp > 0 {
             targets.push(Target {
                 transport: Transport::Tcp,
                 addr: self.tcp_addr,
@@ -314,9 +363,13 @@ impl Args {
             }),
             churn: self.churn,
             reconnect: self.reconnect,
-            backoff: Backoff {
-                base: self.backoff_base,
-                max: self.backoff_max,
+            backoff: {
+                let d = Backoff::default();
+                let base = self.backoff_base.unwrap_or(d.base);
+                Backoff {
+                    base,
+                    max: self.backoff_max.unwrap_or(d.max.max(base)),
+                }
             },
             stall: self.stall.map(|share| Stall {
                 share,
@@ -324,6 +377,10 @@ impl Args {
                 length: self.stall_for,
             }),
             rcvbuf: self.rcvbuf,
+            server_backoff: nodes.is_some()
+                && self.backoff_base.is_none()
+                && self.backoff_max.is_none(),
+            nodes,
             ..HoldOptions::default()
         };
         o.validate()?;
@@ -371,6 +428,7 @@ impl Args {
             op: self.push_op,
             rate: if self.goim_shape { 40 } else { self.push_rate },
             fixed_body: self.goim_shape.then(|| b"{\"test\":1}".to_vec()),
+            bearer: self.bearer.clone(),
         })
     }
 
@@ -569,6 +627,29 @@ mod tests {
             Cli::try_parse_from(["loadtest", "--tcp", "10", "merge", "a.json"]).is_err(),
             "run flags do not go with merge"
         );
+    }
+
+    #[test]
+    fn connections_spread_over_the_nodes_in_order() {
+        let a: Vec<SocketAddr> = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let got: Vec<u32> = spread(10, &a).into_iter().map(|(_, c)| c).collect();
+        assert_eq!(got, [4, 3, 3]);
+        assert_eq!(spread(1, &a).len(), 1);
+        assert!(spread(5, &[]).is_empty());
+    }
+
+    #[test]
+    fn backoff_flags_default_and_turn_off_the_server_hints() {
+        let a = Cli::parse_from(["loadtest", "--tcp", "1", "--backoff-base", "2s"]).args;
+        let o = a.options().unwrap();
+        assert_eq!(o.backoff.base, Duration::from_secs(2));
+        assert_eq!(o.backoff.max, Duration::from_secs(30));
+        assert!(!o.server_backoff, "no --nodes, no hints");
+        let big = Cli::parse_from(["loadtest", "--tcp", "1", "--backoff-base", "60s"]).args;
+        assert_eq!(big.options().unwrap().backoff.max, Duration::from_secs(60));
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub struct Conn {
     /// `retry` (0: the first after the earlier one ended).
     pub again: bool,
     pub retry: u8,
+    /// Index of its destination in the worker's table (a target, or a node found later).
+    pub dest: u16,
 }
 
 impl Conn {
@@ -82,6 +84,7 @@ impl Conn {
             paused: false,
             again: false,
             retry: 0,
+            dest: 0,
         }
     }
 

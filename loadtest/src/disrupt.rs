@@ -13,6 +13,7 @@
 //! the share is exact over many connections and the same in every run. Workers count what
 //! they did in [`Reconnects`], merged into the report's [`ReconnectReport`].
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::time::Duration;
 
@@ -96,6 +97,8 @@ pub struct Reconnects {
     pub reconnected: u64,
     /// From the end of a connection to the auth reply of its replacement.
     pub time_ms: Histogram<u64>,
+    /// Replacements that authenticated, by the node (address) they went to.
+    pub by_node: BTreeMap<String, u64>,
 }
 
 impl Default for Reconnects {
@@ -107,6 +110,7 @@ impl Default for Reconnects {
             reconnected: 0,
             time_ms: Histogram::new_with_bounds(1, MAX_RECONNECT_MS, 2)
                 .expect("static histogram bounds are valid"),
+            by_node: BTreeMap::new(),
         }
     }
 }
@@ -124,6 +128,9 @@ impl Reconnects {
         self.reconnected += o.reconnected;
         // Same bounds on both sides: adding cannot fail.
         let _ = self.time_ms.add(&o.time_ms);
+        for (node, n) in &o.by_node {
+            *self.by_node.entry(node.clone()).or_default() += n;
+        }
     }
 }
 
@@ -147,10 +154,22 @@ pub struct ReconnectReport {
     /// From the end of a connection to the auth reply of its replacement, in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub time_ms: Option<Latency>,
+    /// Replacements that authenticated, by the node they went to (`host:port`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_node: BTreeMap<String, u64>,
+    /// Replacements that authenticated in each second of the run (the reconnect arrival rate
+    /// a gateway sees; its peak shows how well backoff spread a storm).
+    pub per_sec: Vec<u64>,
 }
 
 impl ReconnectReport {
-    pub fn of(r: &Reconnects, storms: u32, waiting: u64, recovery: Option<f64>) -> Self {
+    pub fn of(
+        r: &Reconnects,
+        storms: u32,
+        waiting: u64,
+        recovery: Option<f64>,
+        per_sec: Vec<u64>,
+    ) -> Self {
         ReconnectReport {
             storms,
             dropped: r.dropped,
@@ -160,6 +179,8 @@ impl ReconnectReport {
             waiting_at_end: waiting,
             storm_recovery_secs: recovery,
             time_ms: Latency::of(&r.time_ms),
+            by_node: r.by_node.clone(),
+            per_sec,
         }
     }
 }
@@ -201,8 +222,14 @@ mod tests {
         let mut b = Reconnects::default();
         b.record(50);
         b.reconnected = 1;
+        a.by_node.insert("n1".into(), 2);
+        b.by_node.insert("n1".into(), 1);
+        b.by_node.insert("n2".into(), 5);
         a.merge(&b);
-        let r = ReconnectReport::of(&a, 1, 0, Some(1.5));
+        let r = ReconnectReport::of(&a, 1, 0, Some(1.5), vec![0, 3]);
+        assert_eq!(r.by_node["n1"], 3);
+        assert_eq!(r.by_node["n2"], 5);
+        assert_eq!(r.per_sec, [0, 3]);
         assert_eq!((r.dropped, r.reconnected), (2, 1));
         assert_eq!(r.time_ms.unwrap().samples, 2);
     }

@@ -70,6 +70,8 @@ pub fn run(opts: HoldOptions) -> Result<HoldReport> {
             stall: opts.stall,
             rcvbuf: opts.rcvbuf,
             shared: shared.clone(),
+            nodes: opts.nodes.clone(),
+            server_backoff: opts.server_backoff,
         };
         let spawned = std::thread::Builder::new()
             .name(format!("loadtest-{t}"))
@@ -86,7 +88,10 @@ pub fn run(opts: HoldOptions) -> Result<HoldReport> {
         }
     }
 
+    // `--nodes`: one thread keeps the node list fresh while workers reconnect.
+    let refresher = opts.nodes.as_ref().map(|n| n.spawn_refresher(halt.clone()));
     let mut series = Vec::new();
+    let mut reconnect_series = Vec::new();
     let mut last = before;
     let mut next_tick = start + Duration::from_secs(1);
     let mut held_from: Option<Instant> = None;
@@ -132,6 +137,7 @@ pub fn run(opts: HoldOptions) -> Result<HoldReport> {
         }
         if now >= next_tick {
             series.push(snap.messages - last.messages);
+            reconnect_series.push(snap.reconnected - last.reconnected);
             if let Some(p) = &mut shown {
                 progress(p, start, total, &before, &last, &snap, &shared.live_latency);
             }
@@ -166,6 +172,9 @@ pub fn run(opts: HoldOptions) -> Result<HoldReport> {
     orders.churning.store(false, Ordering::Relaxed);
     orders.stalled.store(false, Ordering::Relaxed);
     let ended = Instant::now();
+    if let Some(r) = refresher {
+        let _ = r.join();
+    }
     if let Some(p) = &shown {
         p.finish();
     }
@@ -188,6 +197,7 @@ pub fn run(opts: HoldOptions) -> Result<HoldReport> {
     }
     let end_snap = live.snapshot();
     series.push(end_snap.messages - last.messages);
+    reconnect_series.push(end_snap.reconnected - last.reconnected);
     Ok(report(Run {
         total,
         threads,
@@ -197,6 +207,7 @@ pub fn run(opts: HoldOptions) -> Result<HoldReport> {
         held_from,
         outcomes,
         series,
+        reconnect_series,
         cpu_secs: cpu::process_secs() - cpu0,
         disrupted: opts.storm.is_some()
             || opts.churn > 0.0
@@ -233,6 +244,8 @@ struct Run {
     held_from: Option<Instant>,
     outcomes: Vec<Outcome>,
     series: Vec<u64>,
+    /// Replacements authenticated per second.
+    reconnect_series: Vec<u64>,
     cpu_secs: f64,
     /// The run had storms, churn, stalls or reconnects to report.
     disrupted: bool,
@@ -319,9 +332,15 @@ fn report(run: Run) -> HoldReport {
         expected_messages: None,
         missing_messages: None,
         drained_secs: run.drained,
-        reconnects: run
-            .disrupted
-            .then(|| ReconnectReport::of(&reconnects, run.storms, waiting, run.recovery)),
+        reconnects: run.disrupted.then(|| {
+            ReconnectReport::of(
+                &reconnects,
+                run.storms,
+                waiting,
+                run.recovery,
+                run.reconnect_series,
+            )
+        }),
         gaps,
         warnings: Vec::new(),
         agent: Default::default(),

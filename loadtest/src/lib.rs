@@ -34,6 +34,7 @@ mod interrupt;
 pub mod listen;
 pub mod live;
 pub mod merge;
+pub mod nodes;
 pub mod options;
 pub mod output;
 mod plan;

@@ -55,6 +55,7 @@ live! {
     closed_by_server: "connections the server closed",
     open: "connections open now",
     reconnecting: "connections that ended and whose replacement has not authenticated yet (storm, churn)",
+    reconnected: "replacement connections that authenticated",
     pushes_ok: "publisher pushes answered with code 0, to one room or a broadcast (every connection is expected to get each)",
     expected_by_group: "messages expected from pushes to groups (rooms, keys, mids): the group's size per push answered with code 0",
     publishing: "publishers still pushing (gauge)",

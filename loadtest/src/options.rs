@@ -207,6 +207,12 @@ pub struct HoldOptions {
     pub rcvbuf: u32,
     /// What the coordinating thread orders the workers (storms, churn, stalls).
     pub orders: Arc<Orders>,
+    /// `--nodes`: the dispatcher's node list; reconnects go to a node from its latest version,
+    /// and source addresses are spread by connection id over every destination.
+    pub nodes: Option<Arc<crate::nodes::Nodes>>,
+    /// Reconnects wait as the node list's backoff hints say (goim's formula) rather than
+    /// `backoff` (with `nodes`, unless a backoff was given explicitly).
+    pub server_backoff: bool,
 }
 
 impl Default for HoldOptions {
@@ -240,6 +246,8 @@ impl Default for HoldOptions {
             stall: None,
             rcvbuf: 0,
             orders: Arc::new(Orders::default()),
+            nodes: None,
+            server_backoff: false,
         }
     }
 }

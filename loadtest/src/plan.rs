@@ -39,6 +39,10 @@ pub struct Plan {
     accepts: Vec<i32>,
     /// hmac mode: the secret and the expiry (unix seconds) every token is signed with.
     signing: Option<(Vec<u8>, i64)>,
+    /// Source addresses by connection id rather than by index within the target (`--nodes`:
+    /// a connection may move to any node, so no (source, destination) pair may carry more
+    /// than `per_source` whichever node each connection ends up on).
+    by_id: bool,
 }
 
 /// The `n`-th automatic loopback source address.
@@ -80,6 +84,7 @@ impl Plan {
             rooms: o.rooms.clone(),
             key_prefix: o.key_prefix.clone(),
             accepts: o.accepts.clone(),
+            by_id: o.nodes.is_some(),
             signing: o.secret.as_ref().map(|s| {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -105,7 +110,11 @@ impl Plan {
 
     pub fn spec(&self, id: u64) -> Spec {
         let target = self.starts.partition_point(|&s| s <= id) - 1;
-        let j = id - self.starts[target];
+        let j = if self.by_id {
+            id
+        } else {
+            id - self.starts[target]
+        };
         let n = j / self.per_source;
         let source = if !self.sources.is_empty() {
             Some(self.sources[n as usize % self.sources.len()])

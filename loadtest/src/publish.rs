@@ -10,7 +10,8 @@
 //! (`--goim-shape`: `{"test":1}`, counted only).
 //!
 //! [`HttpClient`] is a keep-alive HTTP/1.1 client on one socket (also used by the dispatcher
-//! benchmark).
+//! benchmark and to read `/goim/nodes/weighted`); with a bearer secret it sends
+//! `Authorization: Bearer <secret>` (the dispatcher's `http.bearer_secrets`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -34,6 +35,7 @@ pub struct HttpClient {
     stream: TcpStream,
     buf: Vec<u8>,
     req: Vec<u8>,
+    bearer: Option<String>,
 }
 
 fn invalid(what: &str) -> io::Error {
@@ -47,7 +49,14 @@ impl HttpClient {
             stream: Self::dial(addr)?,
             buf: Vec::with_capacity(4096),
             req: Vec::with_capacity(512),
+            bearer: None,
         })
+    }
+
+    /// Sends `Authorization: Bearer <secret>` with every request (None: no header).
+    pub fn with_bearer(mut self, secret: Option<String>) -> HttpClient {
+        self.bearer = secret;
+        self
     }
 
     fn dial(addr: SocketAddr) -> io::Result<TcpStream> {
@@ -67,11 +76,27 @@ impl HttpClient {
 
     /// POSTs `body` to `path`; returns the answer's status and body.
     pub fn post(&mut self, path: &str, body: &[u8]) -> io::Result<(u16, Vec<u8>)> {
+        self.request("POST", path, body)
+    }
+
+    /// GETs `path`; returns the answer's status and body.
+    pub fn get(&mut self, path: &str) -> io::Result<(u16, Vec<u8>)> {
+        self.request("GET", path, b"")
+    }
+
+    fn request(&mut self, method: &str, path: &str, body: &[u8]) -> io::Result<(u16, Vec<u8>)> {
         self.req.clear();
         write!(
             self.req,
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            self.addr,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n",
+            self.addr
+        )?;
+        if let Some(secret) = &self.bearer {
+            write!(self.req, "Authorization: Bearer {secret}\r\n")?;
+        }
+        write!(
+            self.req,
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
         )?;
         self.req.extend_from_slice(body);
@@ -129,7 +154,15 @@ impl HttpClient {
                     Err(format!("code {}: {}", v["code"], v["message"]))
                 }
             }
-            Ok((status, _)) => Err(format!("HTTP {status}")),
+            Ok((status, answer)) => match serde_json::from_slice::<serde_json::Value>(&answer) {
+                // The dispatcher's 401 (a missing or wrong --bearer) names what is missing.
+                Ok(v) if v["message"].is_string() => Err(format!(
+                    "HTTP {status}: code {}: {}",
+                    v["code"],
+                    v["message"].as_str().unwrap_or_default()
+                )),
+                _ => Err(format!("HTTP {status}")),
+            },
             Err(e) => {
                 let kind = format!("io: {:?}", e.kind());
                 // Best effort: the next push retries the dial if this one fails.
@@ -191,6 +224,8 @@ pub struct PublishOptions {
     pub rate: u32,
     /// A fixed body instead of `{"seq":N,"ts":T}` (goim's shape: `{"test":1}`).
     pub fixed_body: Option<Vec<u8>>,
+    /// The dispatcher's bearer secret (`--bearer`), if its API needs one.
+    pub bearer: Option<String>,
 }
 
 /// What the publisher did.
@@ -317,7 +352,7 @@ pub fn run(
         return r;
     }
     let mut client = match HttpClient::connect(o.http) {
-        Ok(c) => c,
+        Ok(c) => c.with_bearer(o.bearer.clone()),
         Err(e) => {
             r.errors.insert(
                 format!("connecting to the dispatcher at {}: {e}", o.http),
@@ -410,6 +445,7 @@ mod tests {
             op: 1000,
             rate: 10,
             fixed_body: None,
+            bearer: None,
         };
         let r = run(&o, Duration::from_secs(1), &AtomicBool::new(false), None);
         assert_eq!((r.sent, r.ok), (0, 0));
@@ -447,6 +483,7 @@ mod tests {
             op: 1000,
             rate: 10,
             fixed_body: None,
+            bearer: None,
         };
         assert_eq!(o.to.groups(), 3);
         assert_eq!(

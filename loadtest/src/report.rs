@@ -420,6 +420,21 @@ impl HoldReport {
                     .map(|s| format!("; storm recovered in {s:.1} s"))
                     .unwrap_or_default()
             );
+            if let Some(t) = &r.time_ms {
+                let _ = writeln!(
+                    s,
+                    "reconnect time (drop to auth reply): p50 {} ms, p99 {} ms, max {} ms; peak {} reconnects in one second",
+                    t.p50,
+                    t.p99,
+                    t.max,
+                    r.per_sec.iter().max().copied().unwrap_or(0)
+                );
+            }
+            if !r.by_node.is_empty() {
+                let nodes: Vec<String> =
+                    r.by_node.iter().map(|(n, c)| format!("{n} {c}")).collect();
+                let _ = writeln!(s, "reconnects by node: {}", nodes.join(", "));
+            }
         }
         if let (Some(p), Some(expected), Some(missing)) =
             (&self.publish, self.expected_messages, self.missing_messages)

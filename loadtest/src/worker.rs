@@ -13,9 +13,15 @@
 //! becomes free when its close completes. Replacement connections (storms, churn, reconnects
 //! after the server closed: `crate::disrupt`) take free slots; they wait in a queue ordered by
 //! the time their backoff ends.
+//!
+//! Destinations: a table per worker, append-only (each address boxed, so a connect in flight
+//! keeps pointing at it), starting with the run's targets. With `--nodes` a replacement goes
+//! to a node of the latest list (`crate::nodes`), round-robin per worker, added to the table
+//! the first time; each connection remembers its destination's index.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,6 +81,9 @@ pub struct Setup {
     pub stall: Option<Stall>,
     pub rcvbuf: u32,
     pub shared: Arc<crate::tally::Shared>,
+    /// `--nodes`: where replacements go, and (with `server_backoff`) how long they wait.
+    pub nodes: Option<Arc<crate::nodes::Nodes>>,
+    pub server_backoff: bool,
 }
 
 /// What a worker hands back.
@@ -125,11 +134,19 @@ struct Worker {
     tally: Tally,
     published: Snapshot,
     epoch: Instant,
-    /// Destination addresses, one per target (stable: `connect` points at them).
-    dests: Vec<SockAddr>,
-    /// `Host` header value per target.
+    /// Destination addresses: the targets first, then nodes as reconnects find them (boxed
+    /// and append-only: a `connect` in flight points at one).
+    #[allow(
+        clippy::vec_box,
+        reason = "a connect in flight points into a SockAddr: boxes keep them in place as the table grows"
+    )]
+    dests: Vec<Box<SockAddr>>,
+    dest_addrs: Vec<SocketAddr>,
+    /// `Host` header value per destination.
     hosts: Vec<String>,
     transports: Vec<Transport>,
+    /// Round-robin position over the node list (`--nodes`).
+    node_rr: usize,
     connect_timeout: Timespec,
     hb_tcp: Box<[u8; wire::HEARTBEAT_LEN]>,
     hb_ws: Box<[[u8; wire::WS_HEARTBEAT_LEN]; WS_HEARTBEATS]>,
@@ -208,9 +225,14 @@ impl Worker {
             tally: Tally::new(s.shared.clone()),
             published: Snapshot::default(),
             epoch: Instant::now(),
-            dests: targets.iter().map(|t| SockAddr::from(t.addr)).collect(),
+            dests: targets
+                .iter()
+                .map(|t| Box::new(SockAddr::from(t.addr)))
+                .collect(),
+            dest_addrs: targets.iter().map(|t| t.addr).collect(),
             hosts: targets.iter().map(|t| t.addr.to_string()).collect(),
             transports: targets.iter().map(|t| t.transport).collect(),
+            node_rr: s.index,
             connect_timeout: timespec(s.connect_timeout),
             hb_tcp: Box::new(wire::heartbeat()),
             hb_ws,
@@ -445,7 +467,38 @@ impl Worker {
     fn new_conn(&self, id: u32, target: usize, now: u64) -> Conn {
         let deadline = (now + (self.s.connect_timeout + self.s.auth_timeout).as_millis() as u64)
             .min(u32::MAX as u64) as u32;
-        Conn::new(id, self.transports[target] == Transport::Ws, deadline)
+        let mut c = Conn::new(id, self.transports[target] == Transport::Ws, deadline);
+        c.dest = target as u16;
+        c
+    }
+
+    /// The destination of a replacement for connection `id` (first connected to `target`):
+    /// the same target, or with `--nodes` the next node of the latest list for its transport.
+    fn dest_for(&mut self, target: usize) -> usize {
+        let Some(nodes) = &self.s.nodes else {
+            return target;
+        };
+        let transport = self.transports[target];
+        let list = nodes.current();
+        let addrs = list.addrs(transport);
+        if addrs.is_empty() {
+            return target;
+        }
+        let addr = addrs[self.node_rr % addrs.len()];
+        self.node_rr = self.node_rr.wrapping_add(1);
+        if let Some(i) = (0..self.dests.len())
+            .find(|&i| self.dest_addrs[i] == addr && self.transports[i] == transport)
+        {
+            return i;
+        }
+        if self.dests.len() >= u16::MAX as usize {
+            return target;
+        }
+        self.dests.push(Box::new(SockAddr::from(addr)));
+        self.dest_addrs.push(addr);
+        self.hosts.push(addr.to_string());
+        self.transports.push(transport);
+        self.dests.len() - 1
     }
 
     /// Puts `conn` in `slot` (whose socket is installed) and submits its connect.
@@ -453,9 +506,9 @@ impl Worker {
         self.rings[r].conns[slot as usize] = Some(conn);
         self.pending += 1;
         let tag = self.tag(r, slot);
-        let dest = &self.dests[target];
-        // SAFETY: `dests` and `connect_timeout` live as long as the worker and are never
-        // moved or changed.
+        let dest = &*self.dests[target];
+        // SAFETY: each boxed destination and `connect_timeout` live as long as the worker and
+        // are never moved or changed (the table only grows).
         unsafe {
             self.rings[r].ring.connect(
                 tag,
@@ -479,7 +532,8 @@ impl Worker {
             let slot = self.rings[r].free.pop().expect("checked non-empty");
             self.reconnects.attempts += 1;
             let spec = self.s.plan.spec(id as u64);
-            let opened = dial::socket(&self.s.plan.addr(spec.target), spec.source, self.s.rcvbuf)
+            let dest = self.dest_for(spec.target);
+            let opened = dial::socket(&self.dest_addrs[dest], spec.source, self.s.rcvbuf)
                 .map_err(|e| ("socket", e))
                 .and_then(|sock| {
                     self.rings[r]
@@ -494,16 +548,30 @@ impl Worker {
                 self.schedule(id, attempt.saturating_add(1), now);
                 continue;
             }
-            let mut conn = self.new_conn(id, spec.target, now);
+            let mut conn = self.new_conn(id, dest, now);
             conn.again = true;
             conn.retry = attempt;
-            self.start_connect(r, slot, conn, spec.target);
+            self.start_connect(r, slot, conn, dest);
         }
     }
 
     /// Queues the replacement of connection `id` after the backoff of `attempt`.
     fn schedule(&mut self, id: u32, attempt: u8, now: u64) {
-        let delay = self.s.backoff.delay_ms(attempt, self.rng.next_u64());
+        let r = self.rng.next_u64();
+        let hints = match &self.s.nodes {
+            Some(nodes) => {
+                nodes.want_fresh();
+                self.s
+                    .server_backoff
+                    .then(|| nodes.current().hints)
+                    .flatten()
+            }
+            None => None,
+        };
+        let delay = match hints {
+            Some(h) => h.delay_ms(attempt, r),
+            None => self.s.backoff.delay_ms(attempt, r),
+        };
         self.queue.push(Reverse((now + delay, id, attempt)));
         if let std::collections::hash_map::Entry::Vacant(e) = self.ended_at.entry(id) {
             e.insert(now);
@@ -695,7 +763,7 @@ impl Worker {
         }
         conn.due_ms = auth_deadline;
         conn.recv_armed = true;
-        let (id, ws) = (conn.id, conn.ws);
+        let (id, ws, dest) = (conn.id, conn.ws, conn.dest as usize);
         if !conn.again {
             self.tally.live.established += 1;
         }
@@ -703,8 +771,7 @@ impl Worker {
         self.rings[r].ring.recv(tag);
         let out = if ws {
             let key = wire::ws_key(&mut self.rng);
-            let target = self.s.plan.spec(id as u64).target;
-            let req = wire::ws_upgrade(&self.hosts[target], &key);
+            let req = wire::ws_upgrade(&self.hosts[dest], &key);
             let conn = self.conn(r, slot).expect("checked above");
             conn.state = State::Upgrading;
             conn.extra().ws_key = key;
@@ -832,9 +899,15 @@ impl Worker {
         };
         conn.due_ms = due;
         conn.shrink();
-        let (again, id) = (conn.again, conn.id);
+        let (again, id, dest) = (conn.again, conn.id, conn.dest as usize);
         if again {
             self.reconnects.reconnected += 1;
+            self.tally.live.reconnected += 1;
+            *self
+                .reconnects
+                .by_node
+                .entry(self.dest_addrs[dest].to_string())
+                .or_default() += 1;
             if let Some(at) = self.ended_at.remove(&id) {
                 self.reconnects.record(now_ms.saturating_sub(at));
                 self.tally.live.reconnecting -= 1;

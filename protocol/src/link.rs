@@ -7,9 +7,21 @@
 //! that carries an `id` with an `Ack` once every shard has it queued.
 //!
 //! Push payloads (`frames`) are goim inner frames, concatenated (the body of an op-9 frame).
+//!
+//! **Link secret.** A dispatcher with `link_secrets` accepts only a `Register` that proves the
+//! gateway knows one of them, without the secret crossing the wire: the gateway puts its clock
+//! (`auth_unix_ms`), a fresh random `auth_nonce` and `auth_proof` = HMAC-SHA256(secret,
+//! [`proof_input`]) in the `Register` ([`Register::prove`]); the dispatcher recomputes it for
+//! each of its secrets in constant time ([`Register::proof_matches`]), then checks the clock is
+//! within its window and the nonce was not seen before (a replayed `Register`). A refusal is
+//! sent back as [`Refused`] with the reason before the link closes. The fields have new tags,
+//! so peers without them still decode each other's messages (a dispatcher without secrets
+//! ignores them).
 
 use bytes::{Buf, BufMut, BytesMut};
+use hmac::{Hmac, Mac};
 use prost::Message;
+use sha2::Sha256;
 
 use crate::{Error, Result};
 
@@ -18,7 +30,7 @@ pub const MAX_LINK_MESSAGE: usize = 16 << 20;
 
 #[derive(Clone, PartialEq, Message)]
 pub struct LinkMessage {
-    #[prost(oneof = "Body", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
+    #[prost(oneof = "Body", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10")]
     pub body: Option<Body>,
 }
 
@@ -42,6 +54,8 @@ pub enum Body {
     RoomCounts(RoomCounts),
     #[prost(message, tag = "9")]
     Ack(Ack),
+    #[prost(message, tag = "10")]
+    Refused(Refused),
 }
 
 /// Gateway → dispatcher, first message on a link.
@@ -60,6 +74,70 @@ pub struct Register {
     pub ip_count: u64,
     #[prost(bool, tag = "6")]
     pub offline: bool,
+    /// Link secret: the gateway's clock when it signed, unix milliseconds (0: no proof).
+    #[prost(uint64, tag = "7")]
+    pub auth_unix_ms: u64,
+    /// Link secret: 16 random bytes, fresh for every Register.
+    #[prost(bytes = "vec", tag = "8")]
+    pub auth_nonce: Vec<u8>,
+    /// Link secret: HMAC-SHA256(secret, [`proof_input`]); empty: the gateway has no secret.
+    #[prost(bytes = "vec", tag = "9")]
+    pub auth_proof: Vec<u8>,
+    /// How often the gateway renews, in milliseconds (0: not said; older gateways). The
+    /// dispatcher shows a gateway that misses renewals offline from this.
+    #[prost(uint64, tag = "10")]
+    pub renew_ms: u64,
+}
+
+/// Dispatcher → gateway, then the link closes: why a `Register` was refused (a missing or
+/// wrong link proof).
+#[derive(Clone, PartialEq, Message)]
+pub struct Refused {
+    #[prost(string, tag = "1")]
+    pub reason: String,
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// What a link proof signs: a fixed label, the gateway id, the gateway's clock and its nonce,
+/// so a proof is good for one gateway, one moment and one link only.
+pub fn proof_input(gateway_id: &str, unix_ms: u64, nonce: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(32 + gateway_id.len() + nonce.len());
+    v.extend_from_slice(b"corecast-link-v1\0");
+    v.extend_from_slice(gateway_id.as_bytes());
+    v.push(0);
+    v.extend_from_slice(&unix_ms.to_be_bytes());
+    v.extend_from_slice(nonce);
+    v
+}
+
+fn mac(secret: &[u8]) -> HmacSha256 {
+    HmacSha256::new_from_slice(secret).expect("HMAC takes a key of any length")
+}
+
+impl Register {
+    /// Signs this registration with the link secret (see the module comment). `nonce` must
+    /// be fresh random bytes; `unix_ms` the gateway's clock.
+    pub fn prove(&mut self, secret: &[u8], unix_ms: u64, nonce: [u8; 16]) {
+        self.auth_unix_ms = unix_ms;
+        self.auth_nonce = nonce.to_vec();
+        let mut m = mac(secret);
+        m.update(&proof_input(&self.gateway_id, unix_ms, &self.auth_nonce));
+        self.auth_proof = m.finalize().into_bytes().to_vec();
+    }
+
+    /// Whether the proof was made with one of `secrets`. Every secret is tried (no early
+    /// exit) and each comparison is constant-time.
+    pub fn proof_matches<S: AsRef<[u8]>>(&self, secrets: &[S]) -> bool {
+        let input = proof_input(&self.gateway_id, self.auth_unix_ms, &self.auth_nonce);
+        let mut ok = false;
+        for secret in secrets {
+            let mut m = mac(secret.as_ref());
+            m.update(&input);
+            ok |= m.verify_slice(&self.auth_proof).is_ok();
+        }
+        ok
+    }
 }
 
 /// Gateway → dispatcher, periodically: the registration is still alive.
@@ -176,6 +254,7 @@ impl Body {
             Body::Upstream(_) => "Upstream",
             Body::RoomCounts(_) => "RoomCounts",
             Body::Ack(_) => "Ack",
+            Body::Refused(_) => "Refused",
         }
     }
 }
@@ -227,6 +306,10 @@ mod tests {
                 conn_count: 5,
                 ip_count: 2,
                 offline: false,
+                auth_unix_ms: 1_700_000_000_000,
+                auth_nonce: vec![7; 16],
+                auth_proof: vec![1; 32],
+                renew_ms: 500,
             }),
             Body::Renew(Renew {
                 conn_count: 1,
@@ -270,6 +353,9 @@ mod tests {
                 counts: [("live://1".to_string(), 3)].into_iter().collect(),
             }),
             Body::Ack(Ack { id: 4 }),
+            Body::Refused(Refused {
+                reason: "wrong link proof".into(),
+            }),
         ];
         let mut buf = BytesMut::new();
         for b in &bodies {
@@ -280,6 +366,58 @@ mod tests {
         }
         assert!(buf.is_empty());
         assert_eq!(decode(&mut buf, MAX_LINK_MESSAGE).unwrap(), None);
+    }
+
+    #[test]
+    fn link_proofs_verify_with_the_right_secret_only() {
+        let mut reg = Register {
+            gateway_id: "g1".into(),
+            ..Default::default()
+        };
+        assert!(!reg.proof_matches(&["s1"]), "no proof");
+        reg.prove(b"s1", 1_000, [9; 16]);
+        assert_eq!(reg.auth_proof.len(), 32);
+        assert!(reg.proof_matches(&["s1"]));
+        assert!(
+            reg.proof_matches(&["old", "s1"]),
+            "either of two (rotation)"
+        );
+        assert!(!reg.proof_matches(&["s2"]));
+        assert!(!reg.proof_matches::<&str>(&[]));
+        // The proof binds the id, the clock and the nonce.
+        for tamper in [
+            |r: &mut Register| r.gateway_id = "g2".into(),
+            |r: &mut Register| r.auth_unix_ms += 1,
+            |r: &mut Register| r.auth_nonce[0] ^= 1,
+        ] {
+            let mut r = reg.clone();
+            tamper(&mut r);
+            assert!(!r.proof_matches(&["s1"]));
+        }
+    }
+
+    #[test]
+    fn a_register_with_new_fields_decodes_as_an_old_one() {
+        // An older peer's Register has none of tags 7-10; a newer one's extra fields are
+        // skipped by an older decoder (prost ignores unknown tags).
+        let mut full = Register {
+            gateway_id: "g".into(),
+            weight: 3,
+            renew_ms: 500,
+            ..Default::default()
+        };
+        full.prove(b"s", 5, [1; 16]);
+        #[derive(Clone, PartialEq, Message)]
+        struct OldRegister {
+            #[prost(string, tag = "1")]
+            gateway_id: String,
+            #[prost(int32, tag = "3")]
+            weight: i32,
+        }
+        let old = OldRegister::decode(full.encode_to_vec().as_slice()).unwrap();
+        assert_eq!((old.gateway_id.as_str(), old.weight), ("g", 3));
+        let back = Register::decode(old.encode_to_vec().as_slice()).unwrap();
+        assert!(back.auth_proof.is_empty() && back.renew_ms == 0);
     }
 
     #[test]
