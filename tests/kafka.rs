@@ -6,15 +6,13 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use benches::broker::Broker;
 use loadtest::listen::ListenArgs;
-use support::{TempDir, bodies, free_port, gateway, http, listen};
+use support::procs::DispatcherProc;
+use support::{bodies, free_port, gateway, http, listen};
 
 fn dispatcher_toml(broker: u16) -> String {
     format!(
@@ -24,81 +22,6 @@ fn dispatcher_toml(broker: u16) -> String {
          [queue]\nkind = \"kafka\"\n\
          [queue.kafka]\nbrokers = [\"127.0.0.1:{broker}\"]\ncreate_partitions = 4\nmessage_timeout_ms = 3000\n"
     )
-}
-
-/// `corecast dispatcher` as a child process (so it can be killed with SIGKILL).
-struct DispatcherProc {
-    child: Child,
-    http: SocketAddr,
-    link: SocketAddr,
-    _dir: TempDir,
-}
-
-impl DispatcherProc {
-    fn start(toml: &str) -> DispatcherProc {
-        let dir = TempDir::new("kafka");
-        let path = dir.0.join("dispatcher.toml");
-        std::fs::write(&path, toml).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_corecast"))
-            .arg("dispatcher")
-            .arg("--config")
-            .arg(&path)
-            .env(
-                "RUST_LOG",
-                std::env::var("CORECAST_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        // CORECAST_TEST_LOG_DIR=dir keeps each dispatcher's log there (for debugging).
-        let mut keep = std::env::var("CORECAST_TEST_LOG_DIR")
-            .ok()
-            .map(|d| std::fs::File::create(format!("{d}/dispatcher-{}.log", child.id())).unwrap());
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("serving goim's HTTP API on") {
-                    let _ = tx.send(line.clone());
-                }
-                if let Some(f) = keep.as_mut() {
-                    use std::io::Write;
-                    let _ = writeln!(f, "{line}");
-                }
-            }
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the dispatcher starts");
-        let after = |needle: &str| -> SocketAddr {
-            let rest = &line[line.find(needle).unwrap() + needle.len()..];
-            rest.split([',', ' ', ')'])
-                .find(|s| s.contains(':'))
-                .unwrap()
-                .trim_matches(|c: char| !c.is_ascii_digit() && c != '.' && c != ':')
-                .parse()
-                .unwrap()
-        };
-        DispatcherProc {
-            http: after("HTTP API on "),
-            link: after("gateway links on "),
-            child,
-            _dir: dir,
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for DispatcherProc {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 fn client(gw: &gateway::Gateway, room: &str, count: Option<u64>, seconds: u64) -> ListenArgs {
@@ -137,8 +60,8 @@ fn push_room(http_addr: SocketAddr, room: usize, body: &str) -> serde_json::Valu
 #[test]
 fn heavy_kafka_room_pushes_keep_order_at_every_member() {
     let broker = Broker::start(0).unwrap();
-    let a = DispatcherProc::start(&dispatcher_toml(broker.port()));
-    let b = DispatcherProc::start(&dispatcher_toml(broker.port()));
+    let a = DispatcherProc::start("kafka", &dispatcher_toml(broker.port()));
+    let b = DispatcherProc::start("kafka", &dispatcher_toml(broker.port()));
     let g1 = gateway("k-g1", &[a.link, b.link]);
     let g2 = gateway("k-g2", &[a.link, b.link]);
     const ROOMS: usize = 4;
@@ -184,8 +107,8 @@ fn heavy_kafka_room_pushes_keep_order_at_every_member() {
 #[test]
 fn heavy_kafka_a_killed_dispatcher_loses_no_acknowledged_push() {
     let broker = Broker::start(0).unwrap();
-    let mut a = DispatcherProc::start(&dispatcher_toml(broker.port()));
-    let b = DispatcherProc::start(&dispatcher_toml(broker.port()));
+    let mut a = DispatcherProc::start("kafka", &dispatcher_toml(broker.port()));
+    let b = DispatcherProc::start("kafka", &dispatcher_toml(broker.port()));
     let g = gateway("kill-g", &[a.link, b.link]);
     const ROOMS: usize = 4;
     const PER_ROOM: usize = 300;
@@ -216,7 +139,7 @@ fn heavy_kafka_a_killed_dispatcher_loses_no_acknowledged_push() {
     for seq in 0..PER_ROOM {
         if seq == PER_ROOM / 3 {
             // Mid-stream: the dispatcher that owns some of the partitions dies without a word.
-            a.kill();
+            a.p.kill9();
         }
         for (room, acked) in acked.iter_mut().enumerate() {
             let v = push_room(b.http, room, &format!("{room}-{seq}"));
@@ -263,7 +186,7 @@ fn heavy_kafka_a_killed_dispatcher_loses_no_acknowledged_push() {
 fn heavy_kafka_broker_outage_is_a_clear_error_and_pushes_flow_after_it() {
     let port = free_port();
     let mut broker = Broker::start(port).unwrap();
-    let d = DispatcherProc::start(&dispatcher_toml(port));
+    let d = DispatcherProc::start("kafka", &dispatcher_toml(port));
     let g = gateway("outage-g", &[d.link]);
     let first = listen(client(&g, "live://1", Some(1), 30));
     wait_conns(d.http, 1);
