@@ -440,3 +440,23 @@ fn start_fails_clearly_on_a_missing_or_bad_certificate() {
             .contains("wss_bind")
     );
 }
+
+#[test]
+fn a_refusal_under_a_limit_is_answered_over_tls() {
+    let pki = Pki::new("refusal");
+    let mut c = pki.config();
+    c.limits.max_connections = 1;
+    let gw = start(c);
+    let addr = wss_addr(&gw);
+    let mut first = WssClient::auth(addr, pki.ca.client_config(), JS_TOKEN);
+    // The second completes its TLS handshake, then its upgrade is answered with HTTP 503.
+    let err = WssClient::connect(addr, pki.ca.client_config())
+        .err()
+        .expect("refused");
+    assert!(err.contains("503"), "{err}");
+    eventually(5, "the refusal counted", || {
+        gw.total().refused_gateway_full == 1
+    });
+    assert_eq!(gw.total().tls_errors, 0, "a refusal is not a TLS error");
+    assert_eq!(first.heartbeat(3).op, op::HEARTBEAT_REPLY);
+}
