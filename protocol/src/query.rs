@@ -1,10 +1,18 @@
-//! Query-string parameters as goim's gin binding reads them: arrays are repeated keys
-//! (`keys=a&keys=b`), scalars take the first value. Every failure names the parameter.
+//! The parameters of goim's HTTP push API (`/goim/push/keys?operation=1000&keys=a&keys=b`,
+//! `/goim/push/room?operation=1000&type=live&room=1000`, ...): the query string as goim's gin
+//! binding reads it. `application/x-www-form-urlencoded` (percent-escapes and `+` for space),
+//! arrays are repeated keys (`keys=a&keys=b`), scalars take the first value. Every failure is a
+//! message that starts with the parameter's name (`operation: "x" is not a 32-bit integer`),
+//! which the dispatcher returns in goim's envelope with code -400.
+//!
+//! Pure, like the rest of this crate: the dispatcher hands it the raw query string.
 
 /// The decoded `name=value` pairs of one query string, in order.
 pub struct Params(Vec<(String, String)>);
 
 impl Params {
+    /// Decodes a raw query string (`None`: the URI had none). Never fails: invalid
+    /// percent-escapes are kept as written and invalid UTF-8 becomes U+FFFD.
     pub fn parse(raw: Option<&str>) -> Params {
         Params(
             form_urlencoded::parse(raw.unwrap_or("").as_bytes())
