@@ -234,9 +234,7 @@ mod tests {
         assert_eq!(shifted.signing_input(), signed.signing_input());
         assert_eq!(
             verify(shifted.to_json().as_bytes(), &hmac(&[b"s"]), 0),
-            Err(Error::TokenNewline {
-                field: "platform"
-            })
+            Err(Error::TokenNewline { field: "platform" })
         );
         assert_eq!(
             verify(signed.to_json().as_bytes(), &hmac(&[b"s"]), 0),

@@ -41,7 +41,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let (whole, stop) = decode_all(&mut std::iter::once(input));
     let chunk = 1 + pick as usize % 16;
-    assert_eq!(decode_all(&mut input.chunks(chunk)), (whole.clone(), stop.clone()));
+    assert_eq!(
+        decode_all(&mut input.chunks(chunk)),
+        (whole.clone(), stop.clone())
+    );
     if let Some(Error::LinkTooLong { len, max }) = stop {
         assert!(len > max);
     }
@@ -50,7 +53,10 @@ fuzz_target!(|data: &[u8]| {
         let mut again = BytesMut::new();
         link::encode(&link::LinkMessage::from(body.clone()), &mut again);
         let bytes = again.clone();
-        assert_eq!(link::decode(&mut again, usize::MAX).unwrap(), Some(body.clone()));
+        assert_eq!(
+            link::decode(&mut again, usize::MAX).unwrap(),
+            Some(body.clone())
+        );
         assert!(again.is_empty());
         let mut twice = BytesMut::new();
         link::encode(&link::LinkMessage::from(body), &mut twice);

@@ -63,9 +63,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok((unsigned, exp, second, forgery)) = built(data) else {
         return;
     };
-    let t = unsigned
-        .clone()
-        .sign(if second { S2 } else { S1 }, exp);
+    let t = unsigned.clone().sign(if second { S2 } else { S1 }, exp);
     let body = t.to_json();
     assert_eq!(
         token::verify(body.as_bytes(), &AuthMode::Open, NOW).as_ref(),
@@ -87,10 +85,7 @@ fuzz_target!(|data: &[u8]| {
     // Only the secret that signed it verifies it (one at a time, or neither).
     let own = hmac(&[if second { S2 } else { S1 }]);
     let other = hmac(&[if second { S1 } else { S2 }]);
-    assert_eq!(
-        token::verify(body.as_bytes(), &own, NOW).is_ok(),
-        exp > NOW
-    );
+    assert_eq!(token::verify(body.as_bytes(), &own, NOW).is_ok(), exp > NOW);
     assert_eq!(
         token::verify(body.as_bytes(), &other, NOW),
         Err(Error::TokenBadSignature)

@@ -59,7 +59,8 @@ fuzz_target!(|data: &[u8]| {
 
         // Re-encoded, it parses back to the same frame.
         let mut again = ws::client_frame(raw[0], payload, mask);
-        let minimal = 2 + if masked { 4 } else { 0 }
+        let minimal = 2
+            + if masked { 4 } else { 0 }
             + match payload.len() {
                 0..126 => 0,
                 126..=0xffff => 2,

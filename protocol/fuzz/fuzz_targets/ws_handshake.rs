@@ -12,10 +12,7 @@ fuzz_target!(|data: &[u8]| {
     match ws::parse_upgrade(data) {
         Ok(Some((up, len))) => {
             assert!(len <= data.len() && len <= ws::MAX_HANDSHAKE);
-            assert_eq!(
-                ws::parse_upgrade(&data[..len]),
-                Ok(Some((up.clone(), len)))
-            );
+            assert_eq!(ws::parse_upgrade(&data[..len]), Ok(Some((up.clone(), len))));
             for cut in [0, len / 2, len - 1] {
                 assert_eq!(ws::parse_upgrade(&data[..cut]), Ok(None), "cut {cut}");
             }
