@@ -31,3 +31,11 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --profile ci -- -D warnings
 cargo nextest run --workspace --cargo-profile ci --no-fail-fast "$@"
+
+# A short run of every fuzz target in protocol/fuzz (cargo-fuzz on the stable toolchain, which
+# run.sh installs when missing); a crash fails the suite. CORECAST_FUZZ_SECS sets the seconds
+# per target (default 10; 0 skips the step).
+fuzz_secs="${CORECAST_FUZZ_SECS:-10}"
+if [ "$fuzz_secs" != 0 ]; then
+  protocol/fuzz/run.sh "$fuzz_secs"
+fi

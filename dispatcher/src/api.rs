@@ -25,13 +25,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use protocol::push::{PushMsg, PushType};
+use protocol::query::Params;
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::App;
 use crate::metrics::route;
 use crate::nodes::{Backoff, Node, NodesReply};
-use crate::query::Params;
 
 /// The router for `App`.
 pub(crate) fn router(app: Arc<App>) -> Router {

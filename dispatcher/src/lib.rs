@@ -24,7 +24,6 @@ mod link;
 pub mod metrics;
 pub mod nodes;
 pub mod outbox;
-pub mod query;
 pub mod queue;
 pub mod registry;
 

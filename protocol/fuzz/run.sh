@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# Runs every cargo-fuzz target of corecast-protocol for N seconds each (default 30).
+# Runs every cargo-fuzz target of corecast-protocol for N seconds each (default 30), one after
+# the other; scripts/test.sh runs it with 10 seconds each at the end of the suite.
 #
 #   protocol/fuzz/run.sh [SECONDS] [TARGET...]
 #
+# Targets: frame_split (goim frames), ws_frame (WebSocket frames), ws_handshake (the HTTP
+# upgrade), token (auth tokens, open and hmac), link (internal link messages), batch (op-9
+# batches), http_query (goim's HTTP API query parameters).
+#
 # cargo-fuzz needs nightly features; the stable toolchain is unlocked with RUSTC_BOOTSTRAP=1.
+# cargo-fuzz is installed when missing. Targets are built with AddressSanitizer and debug
+# assertions on (cargo-fuzz's defaults); with no TARGET given, all of them in one build first.
 # The committed seeds in corpus/<target>/ are only read; new inputs go to a working corpus under
 # target/fuzz-corpus/<target>/ (ignored by git, kept between runs), so a run never dirties the
 # tree. A crash leaves its input under artifacts/<target>/ and makes the script exit non-zero
@@ -18,11 +25,14 @@ shift || true
 if [ "$#" -gt 0 ]; then
     targets=("$@")
 else
-    targets=(frame_split ws_frame ws_handshake token link batch)
+    targets=(frame_split ws_frame ws_handshake token link batch http_query)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install --locked cargo-fuzz
+fi
+if [ "$#" -eq 0 ]; then
+    cargo fuzz build
 fi
 
 failed=()

@@ -52,6 +52,8 @@ pub enum Error {
     TokenBadSignature,
     #[error("auth token expired at {exp} (now {now})")]
     TokenExpired { exp: i64, now: i64 },
+    #[error("auth token field {field} contains a newline (not allowed in signed tokens)")]
+    TokenNewline { field: &'static str },
 
     #[error("link message of {len} bytes exceeds the limit of {max}")]
     LinkTooLong { len: usize, max: usize },
@@ -93,6 +95,7 @@ impl Error {
             Error::TokenNoExpiry => "token_no_expiry",
             Error::TokenBadSignature => "token_bad_signature",
             Error::TokenExpired { .. } => "token_expired",
+            Error::TokenNewline { .. } => "token_newline",
             Error::LinkTooLong { .. } => "link_too_long",
             Error::LinkDecode(_) => "link_decode",
             Error::LinkEmpty => "link_empty",

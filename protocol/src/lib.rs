@@ -12,9 +12,11 @@
 //! - **between processes**: [`link`] holds the internal messages (prost) that gateways and
 //!   dispatchers exchange, with a length-prefixed framing; [`push`] holds goim's queue message
 //!   (`PushMsg`, the Kafka value between the dispatcher's logic and job roles).
+//! - **business server → dispatcher**: [`query`] decodes the parameters of goim's HTTP push API.
 //!
-//! Every decoder returns [`Error`] with the offending value in its message; none panics on any
-//! input (each has a cargo-fuzz target under `protocol/fuzz`).
+//! Every decoder returns [`Error`] with the offending value in its message ([`query`]'s
+//! accessors return a message that starts with the parameter's name); none panics on any input
+//! (each has a cargo-fuzz target under `protocol/fuzz`).
 
 pub mod batch;
 pub mod error;
@@ -22,6 +24,7 @@ pub mod frame;
 pub mod link;
 pub mod op;
 pub mod push;
+pub mod query;
 pub mod token;
 pub mod ws;
 

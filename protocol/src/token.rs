@@ -9,6 +9,10 @@
 //! The signing input is a fixed text form of the fields, not the JSON itself, so any JSON
 //! encoder (field order, spacing, escapes) produces a valid token:
 //! `mid \n key \n room_id \n platform \n accepts (comma-joined) \n exp`.
+//! In hmac mode `key`, `room_id` and `platform` must not contain a newline: with one, text could
+//! move from one field to the next under the same signature (a token signed for key
+//! `"k\nlive://vip"` and room `"live://1"` would also verify as key `"k"`, room `"live://vip"`,
+//! platform `"live://1\n"`).
 //!
 //! The verifier takes the current time as an argument: this crate reads no clock.
 
@@ -90,6 +94,15 @@ pub fn verify(body: &[u8], mode: &AuthMode, now: i64) -> Result<Token> {
     };
     let sig = token.sig.as_deref().ok_or(Error::TokenUnsigned)?;
     let exp = token.exp.ok_or(Error::TokenNoExpiry)?;
+    for (field, value) in [
+        ("key", &token.key),
+        ("room_id", &token.room_id),
+        ("platform", &token.platform),
+    ] {
+        if value.contains('\n') {
+            return Err(Error::TokenNewline { field });
+        }
+    }
     let sig = hex::decode(sig).map_err(|_| Error::TokenBadSignature)?;
     let input = token.signing_input();
     let valid = secrets.iter().any(|secret| {
@@ -199,6 +212,36 @@ mod tests {
             verify(garbage.to_json().as_bytes(), &hmac(&[b"s"]), 0),
             Err(Error::TokenBadSignature)
         );
+    }
+
+    #[test]
+    fn a_newline_cannot_move_text_between_signed_fields() {
+        // Signed for key "k\nlive://vip" in room "live://1"; the same signing input reads as key
+        // "k" in room "live://vip" with platform "live://1\n".
+        let signed = Token {
+            mid: 7,
+            key: "k\nlive://vip".into(),
+            room_id: "live://1".into(),
+            ..Token::default()
+        }
+        .sign(b"s", 1000);
+        let shifted = Token {
+            key: "k".into(),
+            room_id: "live://vip".into(),
+            platform: "live://1\n".into(),
+            ..signed.clone()
+        };
+        assert_eq!(shifted.signing_input(), signed.signing_input());
+        assert_eq!(
+            verify(shifted.to_json().as_bytes(), &hmac(&[b"s"]), 0),
+            Err(Error::TokenNewline { field: "platform" })
+        );
+        assert_eq!(
+            verify(signed.to_json().as_bytes(), &hmac(&[b"s"]), 0),
+            Err(Error::TokenNewline { field: "key" })
+        );
+        // Open mode signs nothing and keeps goim's behaviour.
+        assert!(verify(shifted.to_json().as_bytes(), &AuthMode::Open, 0).is_ok());
     }
 
     #[test]

@@ -193,13 +193,28 @@ pub fn parse_frame(buf: &mut [u8], max_payload: usize) -> Result<Option<Frame>> 
     if control && (!header.is_final || len > 125) {
         return Err(Error::WsBadControl);
     }
+    // RFC 6455 §5.2: the most significant bit of a 64-bit length must be 0. Checked here so
+    // that the end of the frame cannot overflow whatever `max_payload` is.
+    if len >> 63 != 0 {
+        return Err(Error::WsHeader(format!(
+            "payload length {len:#x} has its most significant bit set"
+        )));
+    }
     if len > max_payload as u64 {
         return Err(Error::WsTooLarge {
             len,
             max: max_payload,
         });
     }
-    let end = head_len + len as usize;
+    let Some(end) = usize::try_from(len)
+        .ok()
+        .and_then(|len| head_len.checked_add(len))
+    else {
+        return Err(Error::WsTooLarge {
+            len,
+            max: usize::MAX - head_len,
+        });
+    };
     if buf.len() < end {
         return Ok(None);
     }
@@ -447,6 +462,27 @@ mod tests {
         );
         let mut frag_ping = masked(0x09, b"p");
         assert_eq!(parse_frame(&mut frag_ping, 4112), Err(Error::WsBadControl));
+    }
+
+    #[test]
+    fn a_64_bit_length_cannot_overflow_the_frame_end() {
+        // Found by the ws_frame fuzz target: a length of 2^64-1 under a limit of usize::MAX
+        // overflowed `head_len + len`.
+        let mut head = vec![0x82, 0xff];
+        head.extend_from_slice(&u64::MAX.to_be_bytes());
+        head.extend_from_slice(&[1, 2, 3, 4]);
+        assert!(matches!(
+            parse_frame(&mut head.clone(), usize::MAX),
+            Err(Error::WsHeader(m)) if m.contains("most significant bit")
+        ));
+        assert!(matches!(
+            parse_frame(&mut head, 4112),
+            Err(Error::WsHeader(_))
+        ));
+        let mut big = vec![0x82, 0xff];
+        big.extend_from_slice(&(u64::MAX >> 1).to_be_bytes());
+        big.extend_from_slice(&[1, 2, 3, 4, 5]);
+        assert_eq!(parse_frame(&mut big, usize::MAX), Ok(None));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Op-9 batches: `Batch::from_inner_frames` on the input; a batch that builds must give back the
-//! input as its TCP bytes and one WebSocket binary frame holding an op-9 goim frame around it.
+//! input as its TCP bytes and one WebSocket binary frame holding an op-9 goim frame around it;
+//! joined to itself (`Batch::concat`), the same for the input twice.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,6 +12,12 @@ fuzz_target!(|data: &[u8]| {
     let Ok(batch) = Batch::from_inner_frames(data) else {
         return;
     };
+    check(&batch, data);
+    let twice = [data, data].concat();
+    check(&Batch::concat(&[batch.clone(), batch]), &twice);
+});
+
+fn check(batch: &Batch, data: &[u8]) {
     assert_eq!(&batch.tcp()[..], data);
     assert_eq!(batch.tcp_len(), data.len());
     assert_eq!(
@@ -36,4 +43,4 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(header.ver, frame::PUSH_VER);
     assert_eq!(header.seq, 0);
     assert_eq!(inner, data);
-});
+}
