@@ -17,7 +17,7 @@ const BY_REASON: [(&str, &str, &str); 2] = [
     (
         "auth_failed_",
         "corecast_gateway_auth_failures_total",
-        "auths refused, by reason (not_json, unsigned, no_expiry, bad_signature, expired)",
+        "auths refused, by reason (not_json, unsigned, no_expiry, bad_signature, expired, newline)",
     ),
     (
         "refused_",

@@ -446,6 +446,7 @@ impl Shard {
                     protocol::Error::TokenNoExpiry => self.stats.auth_failed_no_expiry += 1,
                     protocol::Error::TokenBadSignature => self.stats.auth_failed_bad_signature += 1,
                     protocol::Error::TokenExpired { .. } => self.stats.auth_failed_expired += 1,
+                    protocol::Error::TokenNewline { .. } => self.stats.auth_failed_newline += 1,
                     _ => {}
                 }
                 self.teardown(

@@ -53,6 +53,7 @@ counters! {
     auth_failed_no_expiry: "auths refused: hmac mode and the token has no exp",
     auth_failed_bad_signature: "auths refused: the signature matches none of the secrets",
     auth_failed_expired: "auths refused: the token is past its exp",
+    auth_failed_newline: "auths refused: hmac mode and key, room_id or platform holds a newline",
     refused_gateway_full: "connections refused: limits.max_connections reached",
     refused_ip_limit: "connections refused: limits.max_connections_per_ip reached",
     refused_ip_rate: "connections refused: limits.connect_rate_per_ip exceeded",

@@ -153,3 +153,25 @@ fn no_auth_within_the_handshake_timeout_closes() {
     }
     eventually(5, "2 timeouts counted", || gw.total().timeouts == 2);
 }
+
+#[test]
+fn a_newline_in_a_signed_field_is_refused_and_counted() {
+    let gw = start(hmac_config(&["s3cret"]));
+    // Signed for key "k\nlive://vip" in live://1: the same signed text as key "k" in
+    // live://vip, so hmac mode refuses any newline in the signed fields.
+    let token = Token {
+        mid: 5,
+        key: "k\nlive://vip".into(),
+        room_id: "live://1".into(),
+        ..Default::default()
+    }
+    .sign(b"s3cret", now() + 60)
+    .to_json();
+    let mut c = Client::connect(&gw, Transport::Tcp);
+    c.send(1, op::AUTH, 1, token.as_bytes());
+    let reason = c.expect_closed().expect("a reason");
+    assert!(reason.contains("newline"), "{reason}");
+    eventually(5, "counted as newline", || {
+        gw.total().auth_failed_newline == 1
+    });
+}
