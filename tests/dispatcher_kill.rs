@@ -62,19 +62,7 @@ fn heavy_pushes_flow_through_the_surviving_dispatcher_and_gateways_relink_to_a_r
             || d.weighted().len() == 2,
         );
     }
-    let nodes = format!("http://{}", d2.http);
-    let lt = LoadtestProc::start(&[
-        "--nodes",
-        &nodes,
-        "--tcp",
-        &CONNS.to_string(),
-        "--room",
-        "live://1",
-        "--duration",
-        "300s",
-        "--threads",
-        "1",
-    ]);
+    let lt = LoadtestProc::on_nodes(d2.http, CONNS, &[]);
     for d in [&d1, &d2] {
         wait_for(
             "every connection on each dispatcher",

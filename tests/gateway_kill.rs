@@ -58,20 +58,7 @@ fn heavy_a_killed_gateways_clients_move_to_the_other_and_the_dispatcher_forgets_
         Duration::from_millis(50),
         || d.online() == 1,
     );
-    let nodes = format!("http://{}", d.http);
-    let lt = LoadtestProc::start(&[
-        "--nodes",
-        &nodes,
-        "--tcp",
-        &CONNS.to_string(),
-        "--room",
-        "live://1",
-        "--reconnect",
-        "--duration",
-        "300s",
-        "--threads",
-        "1",
-    ]);
+    let lt = LoadtestProc::on_nodes(d.http, CONNS, &["--reconnect"]);
     wait_for(
         "every connection counted by the dispatcher",
         30,

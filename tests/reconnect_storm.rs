@@ -59,22 +59,7 @@ fn storm(backoff: &str) -> Storm {
     wait_for("A listed", 15, Duration::from_millis(50), || {
         d.weighted() == [a.tcp.to_string()]
     });
-    let nodes = format!("http://{}", d.http);
-    let lt = LoadtestProc::start(&[
-        "--nodes",
-        &nodes,
-        "--tcp",
-        &CONNS.to_string(),
-        "--room",
-        "live://1",
-        "--reconnect",
-        "--duration",
-        "300s",
-        "--threads",
-        "1",
-        "--heartbeat-secs",
-        "60",
-    ]);
+    let lt = LoadtestProc::on_nodes(d.http, CONNS, &["--reconnect", "--heartbeat-secs", "60"]);
     let authed = |a: &GatewayProc| a.metric("corecast_gateway_authenticated");
     wait_for(
         "every connection on A",

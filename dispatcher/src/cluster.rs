@@ -31,7 +31,8 @@ pub struct GatewayInfo {
     pub weight: i32,
     pub conn_count: u64,
     pub ip_count: u64,
-    /// Reported offline by the gateway (draining), or its link is down.
+    /// Out of the node list: refusing connections, its link is down, or a full renew period
+    /// late (derived when the list is read).
     pub offline: bool,
     /// Reported offline by the gateway itself (draining, or over its memory ceiling): it takes
     /// no new connections, so `nodes/weighted` never names it, whatever goim's guard against
@@ -46,7 +47,6 @@ pub struct GatewayInfo {
 
 struct Entry {
     info: GatewayInfo,
-    reported_offline: bool,
     epoch: u64,
     last_renew: Instant,
     /// The gateway's renew period (0: not announced).
@@ -60,7 +60,7 @@ impl Entry {
     /// Offline: reported so by the gateway, its link is down, or it announced a renew period
     /// and sent nothing for two of them (one renewal missed and a full period more).
     fn offline(&self, now: Instant) -> bool {
-        self.info.offline || self.stale(now)
+        self.info.refusing || !self.counted(now)
     }
 
     fn stale(&self, now: Instant) -> bool {
@@ -124,7 +124,6 @@ impl Cluster {
                     counted: true,
                     updated_unix_ns: 0,
                 },
-                reported_offline: false,
                 epoch,
                 last_renew: Instant::now(),
                 renew_every: Duration::ZERO,
@@ -141,8 +140,6 @@ impl Cluster {
         entry.info.conn_count = reg.conn_count;
         entry.info.ip_count = reg.ip_count;
         entry.info.updated_unix_ns = unix_ns();
-        entry.reported_offline = reg.offline;
-        entry.info.offline = reg.offline;
         entry.info.refusing = reg.offline;
         entry.epoch = epoch;
         entry.last_renew = Instant::now();
@@ -160,8 +157,6 @@ impl Cluster {
         {
             e.info.conn_count = r.conn_count;
             e.info.ip_count = r.ip_count;
-            e.reported_offline = r.offline;
-            e.info.offline = r.offline;
             e.info.refusing = r.offline;
             e.info.updated_unix_ns = unix_ns();
             e.last_renew = Instant::now();
@@ -197,7 +192,6 @@ impl Cluster {
             && e.epoch == epoch
         {
             e.down_since = Some(Instant::now());
-            e.info.offline = true;
             let _ = e.outbox.ctl.send(Ctl::Unlinked);
         }
     }

@@ -346,6 +346,28 @@ impl LoadtestProc {
         }
     }
 
+    /// Holds `conns` TCP connections in live://1, spread over the nodes the dispatcher at
+    /// `http` lists (`--nodes`), on one thread, until [`LoadtestProc::finish`]; `extra` adds
+    /// flags (`--reconnect`, ...).
+    pub fn on_nodes(http: SocketAddr, conns: u64, extra: &[&str]) -> LoadtestProc {
+        let nodes = format!("http://{http}");
+        let conns = conns.to_string();
+        let mut args = vec![
+            "--nodes",
+            &nodes,
+            "--tcp",
+            &conns,
+            "--room",
+            "live://1",
+            "--duration",
+            "300s",
+            "--threads",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        LoadtestProc::start(&args)
+    }
+
     /// Ends the hold (SIGINT: the run stops early with its report) and returns the report.
     pub fn finish(mut self) -> Value {
         self.p.signal(libc::SIGINT);
