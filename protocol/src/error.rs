@@ -16,6 +16,9 @@ pub enum Error {
     #[error("inner frame at offset {offset} is malformed: {reason}")]
     BadInnerFrame { offset: usize, reason: &'static str },
 
+    #[error("bad Recover body: {0}")]
+    BadRecover(String),
+
     #[error("WebSocket handshake: {0}")]
     Handshake(String),
     #[error("WebSocket handshake request is larger than {max} bytes")]
@@ -78,6 +81,7 @@ impl Error {
             Error::BadHeaderLen { .. } => "bad_header_len",
             Error::WsLengthMismatch { .. } => "ws_length_mismatch",
             Error::BadInnerFrame { .. } => "bad_inner_frame",
+            Error::BadRecover(_) => "bad_recover",
             Error::Handshake(_) => "ws_handshake",
             Error::HandshakeTooLarge { .. } => "ws_handshake_too_large",
             Error::WrongPath { .. } => "ws_wrong_path",

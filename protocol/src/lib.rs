@@ -12,6 +12,8 @@
 //! - **between processes**: [`link`] holds the internal messages (prost) that gateways and
 //!   dispatchers exchange, with a length-prefixed framing; [`push`] holds goim's queue message
 //!   (`PushMsg`, the Kafka value between the dispatcher's logic and job roles).
+//! - **room history**: [`history`] numbers a room's messages (the `seq` of their frames) and
+//!   holds the bodies of the recovery ops a returning client sends and gets.
 //! - **business server → dispatcher**: [`query`] decodes the parameters of goim's HTTP push API.
 //!
 //! Every decoder returns [`Error`] with the offending value in its message ([`query`]'s
@@ -21,6 +23,7 @@
 pub mod batch;
 pub mod error;
 pub mod frame;
+pub mod history;
 pub mod link;
 pub mod op;
 pub mod push;

@@ -30,7 +30,7 @@ pub const MAX_LINK_MESSAGE: usize = 16 << 20;
 
 #[derive(Clone, PartialEq, Message)]
 pub struct LinkMessage {
-    #[prost(oneof = "Body", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10")]
+    #[prost(oneof = "Body", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12")]
     pub body: Option<Body>,
 }
 
@@ -56,6 +56,10 @@ pub enum Body {
     Ack(Ack),
     #[prost(message, tag = "10")]
     Refused(Refused),
+    #[prost(message, tag = "11")]
+    RecoverRequest(RecoverRequest),
+    #[prost(message, tag = "12")]
+    RoomHistory(RoomHistory),
 }
 
 /// Gateway → dispatcher, first message on a link.
@@ -234,6 +238,55 @@ pub struct RoomCounts {
     pub counts: std::collections::HashMap<String, i32>,
 }
 
+/// Gateway → dispatcher: a client asked for what `room` got after offset `since` (op 26). Every
+/// linked dispatcher gets it; each answers with a [`RoomHistory`].
+#[derive(Clone, PartialEq, Message)]
+pub struct RecoverRequest {
+    /// The asking connection ([`conn_id`](RoomHistory::conn_id) comes back in the answer).
+    #[prost(uint64, tag = "1")]
+    pub conn_id: u64,
+    #[prost(string, tag = "2")]
+    pub room: String,
+    #[prost(uint32, tag = "3")]
+    pub since: u32,
+}
+
+/// What a [`RoomHistory`] says.
+pub mod history_status {
+    /// `frames` holds every message after `since`, in order (maybe none).
+    pub const FOUND: i32 = 0;
+    /// Messages after `since` were dropped from the history (too many or too old), or `since`
+    /// is not an offset of this history (from before a restart); `detail` says which.
+    pub const TOO_OLD: i32 = 1;
+    /// This dispatcher holds no history for the room (another may).
+    pub const UNKNOWN: i32 = 2;
+}
+
+/// Dispatcher → gateway: the answer to a [`RecoverRequest`]. It travels in the same ordered
+/// queue as the room batches (and is acknowledged like them), so every batch sent before it
+/// holds offsets up to `newest` and every batch after it holds later ones.
+#[derive(Clone, PartialEq, Message)]
+pub struct RoomHistory {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(uint64, tag = "2")]
+    pub conn_id: u64,
+    #[prost(string, tag = "3")]
+    pub room: String,
+    /// One of [`history_status`].
+    #[prost(int32, tag = "4")]
+    pub status: i32,
+    /// The missed messages as goim inner frames, `seq` = offset.
+    #[prost(bytes = "vec", tag = "5")]
+    pub frames: Vec<u8>,
+    /// The room's newest offset (0 with no message held).
+    #[prost(uint32, tag = "6")]
+    pub newest: u32,
+    /// For `TOO_OLD`: why, in words for the client.
+    #[prost(string, tag = "7")]
+    pub detail: String,
+}
+
 /// Gateway → dispatcher: the push with this id is queued on every shard concerned.
 #[derive(Clone, PartialEq, Message)]
 pub struct Ack {
@@ -255,6 +308,8 @@ impl Body {
             Body::RoomCounts(_) => "RoomCounts",
             Body::Ack(_) => "Ack",
             Body::Refused(_) => "Refused",
+            Body::RecoverRequest(_) => "RecoverRequest",
+            Body::RoomHistory(_) => "RoomHistory",
         }
     }
 }
@@ -355,6 +410,20 @@ mod tests {
             Body::Ack(Ack { id: 4 }),
             Body::Refused(Refused {
                 reason: "wrong link proof".into(),
+            }),
+            Body::RecoverRequest(RecoverRequest {
+                conn_id: 11,
+                room: "live://1".into(),
+                since: u32::MAX,
+            }),
+            Body::RoomHistory(RoomHistory {
+                id: 5,
+                conn_id: 11,
+                room: "live://1".into(),
+                status: history_status::TOO_OLD,
+                frames: vec![6; 20],
+                newest: 9,
+                detail: "too old".into(),
             }),
         ];
         let mut buf = BytesMut::new();

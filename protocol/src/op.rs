@@ -42,6 +42,14 @@ pub const LEAVE_ROOM: i32 = 24;
 /// was not in that room.
 pub const LEAVE_ROOM_REPLY: i32 = 25;
 
+/// corecast: join a room and get what was pushed to it after an offset (the `seq` of the last
+/// room message the client received), then its live stream. Body: `"<offset> <room>"`.
+pub const RECOVER: i32 = 26;
+/// Reply to [`RECOVER`]. Body: `"ok <count> <newest offset> <room>"`, followed by the `count`
+/// missed messages in order; or `error: <reason>` (the offset is too old for the room's history,
+/// no history is held, the body is malformed, the room cap is reached).
+pub const RECOVER_REPLY: i32 = 27;
+
 /// Prefix of a refusal in a [`JOIN_ROOM_REPLY`] / [`LEAVE_ROOM_REPLY`] body.
 pub const REPLY_ERROR_PREFIX: &[u8] = b"error: ";
 
@@ -74,6 +82,8 @@ pub fn name(op: i32) -> &'static str {
         JOIN_ROOM_REPLY => "join_room_reply",
         LEAVE_ROOM => "leave_room",
         LEAVE_ROOM_REPLY => "leave_room_reply",
+        RECOVER => "recover",
+        RECOVER_REPLY => "recover_reply",
         _ => "application",
     }
 }
@@ -96,7 +106,14 @@ mod tests {
 
     #[test]
     fn corecast_ops_clash_with_nothing_goim_defines() {
-        for op in [JOIN_ROOM, JOIN_ROOM_REPLY, LEAVE_ROOM, LEAVE_ROOM_REPLY] {
+        for op in [
+            JOIN_ROOM,
+            JOIN_ROOM_REPLY,
+            LEAVE_ROOM,
+            LEAVE_ROOM_REPLY,
+            RECOVER,
+            RECOVER_REPLY,
+        ] {
             assert!(
                 op > GOIM_DEMO_MESSAGE_ACK_REPLY,
                 "op {op} clashes with goim or goim-demo"
