@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use bytes::Bytes;
 use axum::body::Body;
 use axum::extract::{RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -45,6 +46,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/goim/online/total", get(online_total))
         .route("/goim/nodes/weighted", get(nodes_weighted))
         .route("/goim/nodes/instances", get(nodes_instances))
+        .route("/goim/room/history", get(room_history))
         .route_layer(middleware::from_fn_with_state(app.clone(), bearer));
     Router::new()
         .merge(goim)
@@ -65,6 +67,7 @@ fn route_of(path: &str) -> usize {
         "/goim/online/total" => route::ONLINE_TOTAL,
         "/goim/nodes/weighted" => route::NODES_WEIGHTED,
         "/goim/nodes/instances" => route::NODES_INSTANCES,
+        "/goim/room/history" => route::ROOM_HISTORY,
         _ => route::OTHER,
     }
 }
@@ -170,8 +173,8 @@ fn answer(app: &App, route: usize, started: Instant, reply: Reply) -> Response {
     // misbehaving client cannot flood the log; they are counted per route in /metrics).
     match reply.code {
         0 => tracing::debug!("{name}: code 0 in {:?}", started.elapsed()),
-        -400 => tracing::debug!(
-            "{name}: code -400 in {:?}: {}",
+        code @ (-400 | -404 | -410) => tracing::debug!(
+            "{name}: code {code} in {:?}: {}",
             started.elapsed(),
             reply.message
         ),
@@ -414,6 +417,70 @@ async fn online_room(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> Resp
         Ok(Reply::ok(Some(json!(counts))))
     })();
     answer(&app, route::ONLINE_ROOM, t, reply.unwrap_or_else(|r| r))
+}
+
+/// `GET /goim/room/history?type=live&room=1000[&since=N]`: the messages the room's history holds
+/// after offset `since` (all it holds without it), oldest first, each with its offset (the
+/// `seq` of its frame as clients got it), op and body (UTF-8, lossy). Too old (the messages
+/// after `since` are gone, or `since` is from before a restart): code -410 with the reason; no
+/// history held for the room here: code -404.
+async fn room_history(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> Response {
+    use crate::history::Since;
+    let t = Instant::now();
+    let reply = (|| {
+        let p = Params::parse(q.as_deref());
+        let kind = p.required("type").map_err(Reply::bad)?;
+        let room = p.required("room").map_err(Reply::bad)?;
+        let since = match p.list("since").first() {
+            None => None,
+            Some(s) => Some(s.parse::<u32>().map_err(|_| {
+                Reply::bad(format!(
+                    "since: {s:?} is not an offset (a decimal number from 0 to 4294967295)"
+                ))
+            })?),
+        };
+        let key = format!("{kind}://{room}");
+        let history = app.history.lock().unwrap_or_else(|p| p.into_inner());
+        let unknown = || Reply {
+            code: -404,
+            message: format!(
+                "no history is held for room {key} here (never pushed through this dispatcher, or idle for twice history.max_age_ms)"
+            ),
+            data: None,
+        };
+        let (frames, newest): (Vec<Bytes>, u32) = match since {
+            None => {
+                let (msgs, newest) = history.all(&key).ok_or_else(unknown)?;
+                (msgs.into_iter().map(|(_, f)| f).collect(), newest)
+            }
+            Some(since) => match history.since(&key, since) {
+                Since::Found { frames, newest } => (frames, newest),
+                Since::TooOld { detail, .. } => {
+                    return Err(Reply {
+                        code: -410,
+                        message: format!("too old: {detail}"),
+                        data: None,
+                    });
+                }
+                Since::Unknown => return Err(unknown()),
+            },
+        };
+        drop(history);
+        let messages: Vec<Value> = frames.iter().filter_map(|f| message_json(f)).collect();
+        Ok(Reply::ok(Some(
+            json!({"room": key, "newest": newest, "messages": messages}),
+        )))
+    })();
+    answer(&app, route::ROOM_HISTORY, t, reply.unwrap_or_else(|r| r))
+}
+
+/// One history frame as `{"offset", "op", "msg"}`.
+fn message_json(frame: &[u8]) -> Option<Value> {
+    let head = frame.first_chunk::<{ protocol::frame::HEADER_LEN }>()?;
+    let op = i32::from_be_bytes([head[8], head[9], head[10], head[11]]);
+    let offset = u32::from_be_bytes([head[12], head[13], head[14], head[15]]);
+    let body = String::from_utf8_lossy(&frame[protocol::frame::HEADER_LEN..]);
+    Some(json!({"offset": offset, "op": op, "msg": body}))
 }
 
 async fn online_total(State(app): State<Arc<App>>) -> Response {

@@ -28,6 +28,7 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub queue: QueueConfig,
     pub job: JobConfig,
+    pub history: HistoryConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -128,6 +129,28 @@ pub struct JobConfig {
     pub room_linger_ms: u64,
 }
 
+/// Room history (recovery on reconnect, `GET /goim/room/history`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Messages kept per room (0: none kept; offsets are still given).
+    pub messages: usize,
+    /// Messages older than this are dropped.
+    pub max_age_ms: u64,
+    /// Bytes of messages kept over all rooms; past it the oldest of any room go first.
+    pub max_bytes: usize,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            messages: 1000,
+            max_age_ms: 300_000,
+            max_bytes: 64 << 20,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -143,6 +166,7 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             queue: QueueConfig::default(),
             job: JobConfig::default(),
+            history: HistoryConfig::default(),
         }
     }
 }
@@ -307,6 +331,9 @@ impl Config {
         }
         if self.queue.embedded.capacity == 0 {
             return bad("queue.embedded.capacity must be at least 1".into());
+        }
+        if self.history.messages > 0 && self.history.max_age_ms == 0 {
+            return bad("history.max_age_ms must be at least 1 when history.messages is set".into());
         }
         if self.job.room_batch == 0 {
             return bad("job.room_batch must be at least 1".into());

@@ -6,6 +6,11 @@
 //! - BROADCAST messages go to every gateway, `speed` split over them in proportion to their
 //!   connection counts (evenly when none has reported any; never a division by zero).
 //!
+//! - Room batches are numbered as they are flushed (each message's frame gets the room's next
+//!   offset as its `seq`) and kept in the room [`History`](crate::history::History); a
+//!   gateway's recover request is answered here, between room batches, so the answer covers
+//!   exactly the batches queued to that gateway before it.
+//!
 //! Each push holds the message's completion token until its gateway acknowledges it, so the
 //! queue learns a message is finished only once every gateway concerned has it.
 
@@ -14,17 +19,23 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use protocol::frame;
+use protocol::link::{RecoverRequest, history_status};
 use protocol::push::{PushMsg, PushType};
 use tokio::sync::mpsc;
 
 use crate::App;
 use crate::batcher::{Batcher, Flush};
+use crate::history::Since;
 use crate::metrics::inc;
 use crate::outbox::Outgoing;
 use crate::queue::{Delivery, Done};
 
 /// Runs until the queue closes.
-pub(crate) async fn run(mut rx: mpsc::Receiver<Delivery>, app: Arc<App>) {
+pub(crate) async fn run(
+    mut rx: mpsc::Receiver<Delivery>,
+    mut recover: mpsc::Receiver<(String, RecoverRequest)>,
+    app: Arc<App>,
+) {
     let cfg = &app.config.job;
     let linger = Duration::from_millis(cfg.room_linger_ms);
     let mut batcher = Batcher::new(cfg.room_batch, cfg.room_batch_bytes, linger);
@@ -35,6 +46,10 @@ pub(crate) async fn run(mut rx: mpsc::Receiver<Delivery>, app: Arc<App>) {
                 Some(d) => Some(d),
                 None => break,
             },
+            Some((gateway, req)) = recover.recv() => {
+                answer_recover(&app, &gateway, req).await;
+                None
+            }
             _ = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -94,8 +109,46 @@ async fn handle(app: &Arc<App>, batcher: &mut Batcher, d: Delivery) {
     }
 }
 
+/// Answers a gateway's recover request from the history. It goes into the gateway's queue
+/// behind every room batch sent so far, all of whose offsets the answer covers.
+async fn answer_recover(app: &Arc<App>, gateway: &str, req: RecoverRequest) {
+    let since = app
+        .history
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .since(&req.room, req.since);
+    let (status, frames, newest, detail) = match since {
+        Since::Found { frames, newest } => (history_status::FOUND, frames, newest, String::new()),
+        Since::TooOld { detail, newest } => (history_status::TOO_OLD, Vec::new(), newest, detail),
+        Since::Unknown => (history_status::UNKNOWN, Vec::new(), 0, String::new()),
+    };
+    app.metrics.recover(status);
+    let out = Outgoing::History {
+        conn_id: req.conn_id,
+        room: req.room,
+        status,
+        frames,
+        newest,
+        detail,
+    };
+    app.cluster.send(gateway, out, Done::none()).await;
+}
+
 async fn send_room(app: &Arc<App>, f: Flush) {
-    let frames = Bytes::from(f.frames);
+    // Number the messages with the room's offsets and keep them in its history.
+    let numbered = app
+        .history
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .record(&f.room, f.frames, Instant::now());
+    let frames = match numbered {
+        Ok(frames) => frames,
+        Err(e) => {
+            // The batcher encoded these frames itself: this is a bug, not bad input.
+            tracing::error!("room {} batch not numbered, dropped: {e}", f.room);
+            return;
+        }
+    };
     let dones = f.dones;
     // One token for the whole batch: it releases the messages' tokens when every gateway
     // has acknowledged the batch.

@@ -13,12 +13,16 @@
 //!   its gateway's [`outbox`], which sends it down the link and holds it until the gateway
 //!   acknowledges it (resending after a re-dial). The message's completion token is released
 //!   only then, which is when Kafka's offset may be committed.
+//! - **room history**: the job numbers each room batch as it flushes it and keeps the last
+//!   messages ([`history`]); a gateway's recover request is answered by the job in the same
+//!   queue as the room's batches, so the client gets what it missed and then the live stream.
 
 pub mod api;
 pub mod batcher;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod history;
 pub mod job;
 mod link;
 pub mod metrics;
@@ -43,6 +47,10 @@ use crate::nodes::Balancer;
 use crate::queue::{Delivery, Queue};
 use crate::registry::Registry;
 
+/// Recover requests waiting for the job; a link reader past it waits (backpressure on that
+/// gateway's link only).
+const RECOVER_QUEUE: usize = 1024;
+
 /// What every task of the dispatcher shares.
 pub(crate) struct App {
     pub(crate) config: Config,
@@ -53,6 +61,11 @@ pub(crate) struct App {
     pub(crate) balancer: Mutex<Balancer>,
     /// Link proof nonces seen within `links.auth_window_ms` (replays are refused).
     pub(crate) nonces: Mutex<link::Nonces>,
+    /// Room history: written by the job as it flushes room batches, read by the job for
+    /// gateways' recover requests and by `GET /goim/room/history`.
+    pub(crate) history: Mutex<history::History>,
+    /// Gateways' recover requests, answered by the job in order with its room batches.
+    pub(crate) recover: mpsc::Sender<(String, protocol::link::RecoverRequest)>,
 }
 
 /// A running dispatcher.
@@ -101,6 +114,7 @@ impl Dispatcher {
             let (queue, deliveries) = queue_backend(&config, &metrics).await?;
             let registry = registry_backend(&config).await?;
             let cluster = Arc::new(Cluster::new(config.links.clone(), metrics.clone()));
+            let (recover, recover_rx) = mpsc::channel(RECOVER_QUEUE);
             let app = Arc::new(App {
                 config: config.clone(),
                 cluster,
@@ -109,6 +123,8 @@ impl Dispatcher {
                 metrics,
                 balancer: Mutex::new(Balancer::new()),
                 nonces: Mutex::new(link::Nonces::default()),
+                history: Mutex::new(history::History::new(&config.history)),
+                recover,
             });
             let http = TcpListener::from_std(http).map_err(Error::Runtime)?;
             let link = TcpListener::from_std(link).map_err(Error::Runtime)?;
@@ -123,7 +139,7 @@ impl Dispatcher {
                 }
             });
             tokio::spawn(sweep(app.clone()));
-            tokio::spawn(start_job(deliveries, app.clone()));
+            tokio::spawn(start_job(deliveries, recover_rx, app.clone()));
             Ok::<_, Error>(app)
         })?;
         tracing::info!(
@@ -246,11 +262,15 @@ async fn sweep(app: Arc<App>) {
 
 /// Starts the job once a gateway has registered (or after the relink grace), so messages
 /// waiting in a durable queue are not flushed to an empty cluster while gateways re-dial.
-async fn start_job(deliveries: mpsc::Receiver<Delivery>, app: Arc<App>) {
+async fn start_job(
+    deliveries: mpsc::Receiver<Delivery>,
+    recover: mpsc::Receiver<(String, protocol::link::RecoverRequest)>,
+    app: Arc<App>,
+) {
     let grace = Duration::from_millis(app.config.links.relink_grace_ms);
     let started = Instant::now();
     while app.cluster.counts().0 == 0 && started.elapsed() < grace {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    job::run(deliveries, app).await;
+    job::run(deliveries, recover, app).await;
 }

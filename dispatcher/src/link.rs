@@ -277,6 +277,12 @@ async fn apply(
                 );
             }
             Body::Ack(a) => app.cluster.ack(id, a.id),
+            // Answered by the job, in order with the room batches it sends this gateway.
+            Body::RecoverRequest(r) => {
+                if app.recover.send((id.to_string(), r)).await.is_err() {
+                    return Err("recover request after the job stopped".into());
+                }
+            }
             Body::Upstream(u) => {
                 inc(&app.metrics.upstream_messages);
                 tracing::debug!(

@@ -16,11 +16,12 @@ pub mod route {
     pub const ONLINE_TOTAL: usize = 6;
     pub const NODES_WEIGHTED: usize = 7;
     pub const NODES_INSTANCES: usize = 8;
-    pub const OTHER: usize = 9;
+    pub const ROOM_HISTORY: usize = 9;
+    pub const OTHER: usize = 10;
 }
 
 /// HTTP routes, for per-route request counts.
-pub const ROUTES: [&str; 10] = [
+pub const ROUTES: [&str; 11] = [
     "push_keys",
     "push_mids",
     "push_room",
@@ -30,12 +31,14 @@ pub const ROUTES: [&str; 10] = [
     "online_total",
     "nodes_weighted",
     "nodes_instances",
+    "room_history",
     "other",
 ];
 
 /// goim's business codes, for per-route request counts (-401: a missing or wrong bearer
-/// secret, HTTP 401).
-pub const CODES: [i32; 4] = [0, -400, -401, -500];
+/// secret, HTTP 401; -404 and -410: no history for a room, or too old, on
+/// `/goim/room/history`).
+pub const CODES: [i32; 6] = [0, -400, -401, -404, -410, -500];
 
 macro_rules! counters {
     ($($(#[doc = $doc:literal])+ $name:ident,)+) => {
@@ -94,6 +97,12 @@ counters! {
     session_errors,
     /// Upstream client messages received from gateways.
     upstream_messages,
+    /// Recover requests answered with the missed messages.
+    recover_found,
+    /// Recover requests answered "too old" (the gap is beyond the history).
+    recover_too_old,
+    /// Recover requests for a room this dispatcher holds no history of.
+    recover_unknown,
 }
 
 impl Metrics {
@@ -104,6 +113,16 @@ impl Metrics {
             .position(|&x| x == code)
             .unwrap_or(CODES.len() - 1);
         self.requests[route.min(ROUTES.len() - 1)][c].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one answered recover request by its status (`link::history_status`).
+    pub fn recover(&self, status: i32) {
+        let c = match status {
+            protocol::link::history_status::FOUND => &self.recover_found,
+            protocol::link::history_status::TOO_OLD => &self.recover_too_old,
+            _ => &self.recover_unknown,
+        };
+        inc(c);
     }
 
     /// Prometheus text exposition; `gauges` are added as-is (name, help, value).

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use protocol::link::{self, Body, Broadcast, LinkMessage, PushKeys, RoomBatch};
+use protocol::link::{self, Body, Broadcast, LinkMessage, PushKeys, RoomBatch, RoomHistory};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
@@ -35,6 +35,15 @@ pub enum Outgoing {
     },
     /// Frames for every connection watching `op`, `speed` connections per second (0: no pacing).
     Broadcast { op: i32, speed: i32, frames: Bytes },
+    /// The answer to a connection's recover request (see [`link::RoomHistory`]).
+    History {
+        conn_id: u64,
+        room: String,
+        status: i32,
+        frames: Vec<Bytes>,
+        newest: u32,
+        detail: String,
+    },
 }
 
 impl Outgoing {
@@ -56,6 +65,22 @@ impl Outgoing {
                 op,
                 speed,
                 frames: frames.to_vec(),
+            }),
+            Outgoing::History {
+                conn_id,
+                room,
+                status,
+                frames,
+                newest,
+                detail,
+            } => Body::RoomHistory(RoomHistory {
+                id,
+                conn_id,
+                room,
+                status,
+                frames: frames.concat(),
+                newest,
+                detail,
             }),
         }
     }
