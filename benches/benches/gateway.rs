@@ -44,6 +44,7 @@ fn room_msg(room: &Arc<str>, batch: &Batch) -> ShardMsg {
     ShardMsg::Room {
         room: room.clone(),
         batch: batch.clone(),
+        last: 0,
     }
 }
 
@@ -51,7 +52,7 @@ fn room_msg(room: &Arc<str>, batch: &Batch) -> ShardMsg {
 /// (dropping releases the `Arc<str>` and the batch's `Bytes`).
 fn consume(msg: ShardMsg) -> u32 {
     match msg {
-        ShardMsg::Room { room, batch } => {
+        ShardMsg::Room { room, batch, .. } => {
             black_box(&room);
             batch.messages()
         }
@@ -173,7 +174,8 @@ impl FanoutShard {
             let mut conn = Box::new(Conn::new(1, Transport::Tcp, 0));
             conn.state = State::Open;
             let h = gateway::shard::handle(r, s as u32);
-            conn.rooms.push(rooms.join(ROOM, h));
+            let (idx, pos) = rooms.join(ROOM, h);
+            conn.rooms.push((idx, pos, 0));
             rings[r].push(Some(conn));
         }
         FanoutShard {

@@ -114,6 +114,7 @@ impl BareWriter {
             let mut msg = ShardMsg::Room {
                 room: Arc::from(""),
                 batch: batch.clone(),
+                last: 0,
             };
             while let Err(m) = inbox.push(msg) {
                 msg = m;

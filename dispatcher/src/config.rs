@@ -333,7 +333,9 @@ impl Config {
             return bad("queue.embedded.capacity must be at least 1".into());
         }
         if self.history.messages > 0 && self.history.max_age_ms == 0 {
-            return bad("history.max_age_ms must be at least 1 when history.messages is set".into());
+            return bad(
+                "history.max_age_ms must be at least 1 when history.messages is set".into(),
+            );
         }
         if self.job.room_batch == 0 {
             return bad("job.room_batch must be at least 1".into());

@@ -201,10 +201,10 @@ impl History {
             };
             return Since::TooOld {
                 detail: format!(
-                    "{} messages of room {room} after offset {since} are gone from the history ({kept}; at most {} messages, {} s old)",
+                    "{} messages of room {room} after offset {since} are gone from the history ({kept}; at most {} messages, at most {:?} old)",
                     behind as usize - held,
                     self.messages,
-                    self.max_age.as_secs()
+                    self.max_age
                 ),
                 newest,
             };
@@ -376,7 +376,10 @@ mod tests {
         let a = offsets(&h.record("a", batch(&["1", "2"]), t).unwrap())[0];
         let b = offsets(&h.record("b", batch(&["3", "4"]), t).unwrap())[0];
         assert_eq!(h.bytes(), 3 * 17);
-        assert!(matches!(h.since("a", a.wrapping_sub(1)), Since::TooOld { .. }));
+        assert!(matches!(
+            h.since("a", a.wrapping_sub(1)),
+            Since::TooOld { .. }
+        ));
         let Since::Found { frames, .. } = h.since("b", b.wrapping_sub(1)) else {
             panic!()
         };

@@ -73,8 +73,11 @@ pub struct LimitsConfig {
     pub handshake_timeout_ms: u64,
     /// Idle deadline after auth, re-armed by every client heartbeat (goim: 4 min x 2).
     pub heartbeat_timeout_ms: u64,
-    /// Rooms one connection may be in at once (JoinRoom op 22).
+    /// Rooms one connection may be in at once (JoinRoom op 22, Recover op 26).
     pub max_rooms_per_conn: usize,
+    /// How long a recovery (op 26) waits for the dispatchers' history before it answers that
+    /// none came and joins the room live.
+    pub recover_timeout_ms: u64,
     /// Bytes queued for one connection and not yet written before the policy acts.
     pub outbound_cap_bytes: usize,
     /// `disconnect` (default) or `drop-oldest`: what happens past the outbound cap.
@@ -165,6 +168,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             handshake_timeout_ms: 5_000,
             heartbeat_timeout_ms: 480_000,
+            recover_timeout_ms: 3_000,
             max_rooms_per_conn: 16,
             outbound_cap_bytes: 256 * 1024,
             slow_consumer: "disconnect".into(),

@@ -179,9 +179,9 @@ pub struct Conn {
     pub mid: i64,
     /// Shared with the gateway's key table (one allocation for both).
     pub key: std::sync::Arc<str>,
-    /// (room index, position among the room's members), the first one being the room goim's
-    /// ChangeRoom manages.
-    pub rooms: Vec<(u32, u32)>,
+    /// (room index, position among the room's members, the room's `fanned` count when it
+    /// joined), the first one being the room goim's ChangeRoom manages.
+    pub rooms: Vec<(u32, u32, u32)>,
     /// Ops accepted for key pushes and broadcasts (sorted).
     pub accepts: Vec<i32>,
     pub out: OutQueue,

@@ -16,7 +16,7 @@ use protocol::batch::Batch;
 
 use crate::conn::Transport;
 use crate::inbox::ShardMsg;
-use crate::shard::{Shard, handle, split};
+use crate::shard::{Shard, conn_of, handle, split};
 
 /// Member enqueues (and other inbox work) one loop turn may do. Past it the turn goes on to
 /// its writes, completions, timers and counters; the rest waits for the next turn. Larger:
@@ -55,17 +55,20 @@ pub(crate) struct BroadcastJob {
 impl Shard {
     /// Starts delivering a room batch: merges into it the batches of the same room queued
     /// right behind it, and snapshots the room's members on this shard.
-    pub(crate) fn start_room_job(&mut self, room: Arc<str>, batch: Batch) {
+    pub(crate) fn start_room_job(&mut self, room: Arc<str>, batch: Batch, mut last: u32) {
         let limit = MERGE_MAX_BYTES.min(self.shared.config.limits.outbound_cap_bytes / 2);
         let mut merged = std::mem::take(&mut self.merge_scratch);
         let mut bytes = batch.tcp_len();
         merged.push(batch);
         while let Some(next) = self.next_msg() {
             match next {
-                ShardMsg::Room { room: r, batch: b }
-                    if r == room && bytes + b.tcp_len() <= limit =>
-                {
+                ShardMsg::Room {
+                    room: r,
+                    batch: b,
+                    last: l,
+                } if r == room && bytes + b.tcp_len() <= limit => {
                     bytes += b.tcp_len();
+                    last = l;
                     merged.push(b);
                 }
                 other => {
@@ -86,8 +89,10 @@ impl Shard {
         };
         let mut members = std::mem::take(&mut self.member_scratch);
         members.clear();
-        if let Some(r) = self.rooms.get(idx) {
+        if let Some(r) = self.rooms.get_mut(idx) {
             members.extend_from_slice(&r.members);
+            r.fanned = r.fanned.wrapping_add(batch.messages());
+            r.last = last;
         }
         self.room_job = Some(RoomJob {
             room,
@@ -120,7 +125,7 @@ impl Shard {
                 let Some(conn) = self.rings[r].conns.get(s).and_then(|c| c.as_deref()) else {
                     continue;
                 };
-                if !conn.is_open() || !conn.rooms.iter().any(|&(i, _)| i == idx) {
+                if !conn.is_open() || !conn.rooms.iter().any(|&(i, _, _)| i == idx) {
                     continue;
                 }
                 let buf = if conn.transport == Transport::Tcp {
@@ -140,6 +145,33 @@ impl Shard {
             self.member_scratch = job.members;
         }
         end - start
+    }
+
+    /// If the room job in progress is for room `idx` and has not reached member `h` yet,
+    /// enqueues its batch for `h` now (and takes `h` out of the rest of the job): the room
+    /// already counts the batch as sent to every member, which is what a recovery that makes
+    /// `h` leave the room relies on.
+    pub(crate) fn finish_room_job_for(&mut self, h: u32, idx: u32) {
+        let Some(job) = self.room_job.as_mut() else {
+            return;
+        };
+        if self.rooms.find(&job.room) != Some(idx) {
+            return;
+        }
+        let Some(at) = job.members[job.next..].iter().position(|&m| m == h) else {
+            return;
+        };
+        job.members.remove(job.next + at);
+        let Some(conn) = conn_of(&mut self.rings, h) else {
+            return;
+        };
+        let buf = if conn.transport == Transport::Tcp {
+            job.tcp.clone()
+        } else {
+            job.ws.clone()
+        };
+        let msgs = job.msgs;
+        self.enqueue(h, &buf, msgs, false);
     }
 
     pub(crate) fn step_broadcasts(&mut self) -> bool {

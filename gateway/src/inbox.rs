@@ -11,8 +11,19 @@ use protocol::batch::Batch;
 
 /// What a shard can be asked to do.
 pub enum ShardMsg {
-    /// Deliver to every member of the room on this shard.
-    Room { room: Arc<str>, batch: Batch },
+    /// Deliver to every member of the room on this shard; `last` is the room offset of the
+    /// batch's last message.
+    Room {
+        room: Arc<str>,
+        batch: Batch,
+        last: u32,
+    },
+    /// A dispatcher's answer to a connection's recover request (`recovery.rs`).
+    Recovered {
+        handle: u32,
+        gen_: u16,
+        history: protocol::link::RoomHistory,
+    },
     /// Deliver to these connections (already resolved to this shard) if `op` is in their watch
     /// set.
     Keys {

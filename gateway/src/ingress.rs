@@ -30,6 +30,7 @@ impl Ingress {
         match body {
             Body::RoomBatch(rb) => {
                 let batch = Batch::from_inner_frames(&rb.frames)?;
+                let last = protocol::history::last_offset(&rb.frames).unwrap_or(0);
                 let room: Arc<str> = Arc::from(rb.room);
                 for shard in 0..self.shared.inboxes.len() {
                     self.push(
@@ -37,10 +38,29 @@ impl Ingress {
                         ShardMsg::Room {
                             room: room.clone(),
                             batch: batch.clone(),
+                            last,
                         },
                     );
                 }
                 Ok(rb.id)
+            }
+            // The answer to a recover request goes to the shard of the connection that asked,
+            // behind the room batches this link delivered before it.
+            Body::RoomHistory(history) => {
+                protocol::frame::count_inner_frames(&history.frames)?;
+                let id = history.id;
+                let (shard, handle, gen_) = crate::shard::split_conn_id(history.conn_id);
+                if shard < self.shared.inboxes.len() {
+                    self.push(
+                        shard,
+                        ShardMsg::Recovered {
+                            handle,
+                            gen_,
+                            history,
+                        },
+                    );
+                }
+                Ok(id)
             }
             Body::PushKeys(pk) => {
                 let batch = Batch::from_inner_frames(&pk.frames)?;

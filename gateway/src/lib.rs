@@ -25,6 +25,7 @@ pub mod ingress;
 pub mod keys;
 mod link;
 pub mod metrics;
+mod recovery;
 pub mod rooms;
 mod session;
 pub mod shard;
@@ -168,6 +169,7 @@ impl Gateway {
             uplink: uplink_tx,
             uplink_on: AtomicBool::new(!config.dispatchers.is_empty()),
             hub_dropped: AtomicU64::new(0),
+            links_up: std::sync::atomic::AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             epoch: Instant::now(),
             tls,

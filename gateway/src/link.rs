@@ -26,12 +26,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// connected, or a link's queue full) is counted in `Shared::hub_dropped`.
 pub(crate) struct Hub {
     links: std::sync::Mutex<Vec<Sender<Body>>>,
+    shared: Arc<Shared>,
 }
 
 impl Hub {
     pub(crate) fn start(uplink: Receiver<Body>, shared: Arc<Shared>) -> Arc<Hub> {
         let hub = Arc::new(Hub {
             links: std::sync::Mutex::new(Vec::new()),
+            shared: shared.clone(),
         });
         let h = hub.clone();
         std::thread::Builder::new()
@@ -48,6 +50,7 @@ impl Hub {
                         Err(crossbeam_channel::TrySendError::Full(_)) => true,
                         Err(crossbeam_channel::TrySendError::Disconnected(_)) => false,
                     });
+                    shared.links_up.store(links.len(), Ordering::Relaxed);
                     if !taken {
                         shared.hub_dropped.fetch_add(1, Ordering::Relaxed);
                     }
@@ -59,10 +62,9 @@ impl Hub {
 
     fn subscribe(&self) -> Receiver<Body> {
         let (tx, rx) = bounded(65_536);
-        self.links
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(tx);
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        links.push(tx);
+        self.shared.links_up.store(links.len(), Ordering::Relaxed);
         rx
     }
 }

@@ -69,6 +69,11 @@ pub struct Room {
     pub name: Arc<str>,
     pub members: Vec<u32>,
     online: Arc<RoomOnline>,
+    /// Messages sent to this room on this shard since it was made (wrapping), and the offset
+    /// of the last of them: a member that joined when `fanned` was `m` has been sent the last
+    /// `fanned - m` offsets up to `last` (what a recovery must not send it twice).
+    pub fanned: u32,
+    pub last: u32,
 }
 
 impl Room {
@@ -118,6 +123,10 @@ impl Rooms {
         self.rooms.get(idx as usize).and_then(|r| r.as_ref())
     }
 
+    pub fn get_mut(&mut self, idx: u32) -> Option<&mut Room> {
+        self.rooms.get_mut(idx as usize).and_then(|r| r.as_mut())
+    }
+
     pub fn len(&self) -> usize {
         self.index.len()
     }
@@ -137,6 +146,8 @@ impl Rooms {
                     online: self.online.counter(&name),
                     name: name.clone(),
                     members: Vec::new(),
+                    fanned: 0,
+                    last: 0,
                 };
                 let i = match self.free.pop() {
                     Some(i) => {

@@ -341,13 +341,13 @@ impl Shard {
                 let online = conn
                     .rooms
                     .first()
-                    .and_then(|&(idx, _)| self.rooms.get(idx))
+                    .and_then(|&(idx, _, _)| self.rooms.get(idx))
                     .map_or(0, |r| r.reported_online());
                 self.reply(h, &header, op::HEARTBEAT_REPLY, &online.to_be_bytes());
             }
             op::CHANGE_ROOM => {
                 let rooms = std::mem::take(&mut conn.rooms);
-                for (idx, pos) in rooms {
+                for (idx, pos, _) in rooms {
                     self.leave_at(idx, pos);
                 }
                 if !body.is_empty() {
@@ -370,7 +370,7 @@ impl Shard {
                 let already = conn
                     .rooms
                     .iter()
-                    .any(|&(idx, _)| self.rooms.get(idx).is_some_and(|r| *r.name == *room));
+                    .any(|&(idx, _, _)| self.rooms.get(idx).is_some_and(|r| *r.name == *room));
                 let refusal = if room.is_empty() {
                     Some("error: empty room key".to_string())
                 } else if !already && conn.rooms.len() >= cap {
@@ -388,15 +388,16 @@ impl Shard {
                     }
                 }
             }
+            op::RECOVER => self.start_recover(h, header, body),
             op::LEAVE_ROOM => {
                 let room = String::from_utf8_lossy(body);
                 let found = conn
                     .rooms
                     .iter()
-                    .position(|&(idx, _)| self.rooms.get(idx).is_some_and(|r| *r.name == *room));
+                    .position(|&(idx, _, _)| self.rooms.get(idx).is_some_and(|r| *r.name == *room));
                 match found {
                     Some(i) => {
-                        let (idx, pos) = conn.rooms.remove(i);
+                        let (idx, pos, _) = conn.rooms.remove(i);
                         self.leave_at(idx, pos);
                         self.reply(h, &header, op::LEAVE_ROOM_REPLY, body);
                     }
@@ -426,12 +427,15 @@ impl Shard {
         }
     }
 
-    fn join(&mut self, h: u32, room: &str) {
+    /// Joins a room, noting how many messages the room had been sent on this shard (what the
+    /// connection gets from now on is what comes after; a recovery relies on it).
+    pub(crate) fn join(&mut self, h: u32, room: &str) {
         let (idx, pos) = self.rooms.join(room, h);
+        let mark = self.rooms.get(idx).map_or(0, |r| r.fanned);
         if let Some(conn) = self.conn(h) {
             // Most connections are in one room: no spare capacity until a second join.
             conn.rooms.reserve_exact(1);
-            conn.rooms.push((idx, pos));
+            conn.rooms.push((idx, pos, mark));
         }
     }
 

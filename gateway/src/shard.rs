@@ -45,6 +45,8 @@ pub struct Shared {
     pub uplink_on: std::sync::atomic::AtomicBool,
     /// Up-messages the link hub could hand to no dispatcher link (none up, or all full).
     pub hub_dropped: std::sync::atomic::AtomicU64,
+    /// Dispatcher links taking up-messages: how many answers a recover request gets.
+    pub links_up: std::sync::atomic::AtomicUsize,
     pub stop: std::sync::atomic::AtomicBool,
     pub epoch: Instant,
     /// The WSS listener's TLS state (None: WSS off).
@@ -137,6 +139,9 @@ pub struct Shard {
     pub(crate) room_job: Option<crate::fanout::RoomJob>,
     /// A message taken from the inbox while merging room batches, to handle next.
     pub(crate) lookahead: Option<ShardMsg>,
+    /// Recoveries waiting for the dispatchers, by connection id (`recovery.rs`).
+    pub(crate) recovers: std::collections::HashMap<u64, Vec<crate::recovery::Pending>>,
+    recover_check_at: u64,
     /// Storage kept between room jobs: the member snapshot and the batches being merged.
     pub(crate) member_scratch: Vec<u32>,
     pub(crate) merge_scratch: Vec<protocol::batch::Batch>,
@@ -151,6 +156,11 @@ pub struct Shard {
 /// A connection's id on this gateway, as session events carry it: shard, handle, generation.
 pub fn conn_id(shard: u16, handle: u32, gen_: u16) -> u64 {
     (shard as u64) << 48 | (handle as u64) << 16 | gen_ as u64
+}
+
+/// The (shard, handle, generation) of a [`conn_id`].
+pub fn split_conn_id(id: u64) -> (usize, u32, u16) {
+    ((id >> 48) as usize, (id >> 16) as u32, id as u16)
 }
 
 /// A connection handle: ring index in the top 8 bits, slot in the low 24.
@@ -199,6 +209,8 @@ impl Shard {
             broadcasts: VecDeque::new(),
             room_job: None,
             lookahead: None,
+            recovers: std::collections::HashMap::new(),
+            recover_check_at: 0,
             member_scratch: Vec::new(),
             merge_scratch: Vec::new(),
             draining: false,
@@ -318,6 +330,10 @@ impl Shard {
             busy |= self.step_broadcasts();
             if self.wheel.until_next(self.now) == 0 {
                 self.on_tick();
+            }
+            if !self.recovers.is_empty() && self.now >= self.recover_check_at {
+                self.recover_check_at = self.now + 100;
+                self.expire_recovers();
             }
             if self.shared.config.limits.max_memory_mb > 0 {
                 self.shared
@@ -756,13 +772,17 @@ impl Shard {
         }
         let was_open = conn.state == State::Open;
         let gen_ = conn.gen_;
+        if !self.recovers.is_empty() {
+            self.recovers.remove(&conn_id(shard, h, gen_));
+        }
+        let Some(conn) = self.conn(h) else { return };
         let rooms = std::mem::take(&mut conn.rooms);
         let key = std::mem::take(&mut conn.key);
         let (mid, transport, prev_state) = (conn.mid, conn.transport, conn.state);
         conn.state = State::Closing;
         conn.partial = None;
         let mut room_names = Vec::new();
-        for (idx, pos) in rooms {
+        for (idx, pos, _) in rooms {
             if let Some(room) = self.rooms.get(idx) {
                 room_names.push(room.name.to_string());
             }
@@ -947,7 +967,12 @@ impl Shard {
     /// Handles one inbox message; returns the work it took (connections looked at, at least 1).
     fn on_msg(&mut self, msg: ShardMsg) -> usize {
         match msg {
-            ShardMsg::Room { room, batch } => self.start_room_job(room, batch),
+            ShardMsg::Room { room, batch, last } => self.start_room_job(room, batch, last),
+            ShardMsg::Recovered {
+                handle,
+                gen_,
+                history,
+            } => self.on_recovered(handle, gen_, history),
             ShardMsg::Keys { targets, op, batch } => {
                 let work = targets.len().max(1);
                 let tcp = Rc::new(batch.tcp());
@@ -1005,7 +1030,7 @@ impl Shard {
     pub(crate) fn leave_at(&mut self, idx: u32, pos: u32) {
         if let Some(moved) = self.rooms.leave(idx, pos)
             && let Some(conn) = self.conn(moved.handle)
-            && let Some(entry) = conn.rooms.iter_mut().find(|(i, _)| *i == idx)
+            && let Some(entry) = conn.rooms.iter_mut().find(|(i, _, _)| *i == idx)
         {
             entry.1 = moved.pos;
         }

@@ -76,4 +76,11 @@ counters! {
     ring_full: "times a shard's inbox was full and the ingress waited",
     tls_handshakes: "WSS: TLS handshakes completed",
     tls_errors: "WSS: connections closed for a TLS error (not TLS, bad record, failed handshake, alert from the client)",
+    recover_requests: "recoveries (op 26) sent to the dispatchers",
+    recover_found: "recoveries answered with the missed messages",
+    recover_too_old: "recoveries answered too old (the gap is beyond the history)",
+    recover_unknown: "recoveries no dispatcher held a history for (joined live)",
+    recover_timeouts: "recoveries no dispatcher answered in limits.recover_timeout_ms (joined live)",
+    recover_refused: "recover requests refused (malformed body, room cap, one already in progress)",
+    recovered_messages: "missed messages sent by recoveries",
 }

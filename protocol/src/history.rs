@@ -23,8 +23,8 @@ pub fn after(a: u32, b: u32) -> bool {
 
 /// Parses a Recover body: `"<offset> <room>"` (decimal `u32`, one space, the room key).
 pub fn parse_recover(body: &[u8]) -> Result<(u32, &str)> {
-    let text = std::str::from_utf8(body)
-        .map_err(|_| Error::BadRecover("the body is not UTF-8".into()))?;
+    let text =
+        std::str::from_utf8(body).map_err(|_| Error::BadRecover("the body is not UTF-8".into()))?;
     let Some((offset, room)) = text.split_once(' ') else {
         return Err(Error::BadRecover(format!(
             "{text:?} is not \"<offset> <room>\""
@@ -211,7 +211,10 @@ mod tests {
         // The rest of each header is untouched.
         let mut plain = Vec::new();
         frame::encode(&mut plain, 1, 1000, 7, b"a");
-        assert_eq!((&frames[..12], &frames[16..17]), (&plain[..12], &plain[16..]));
+        assert_eq!(
+            (&frames[..12], &frames[16..17]),
+            (&plain[..12], &plain[16..])
+        );
         assert_eq!(&frames[12..16], &u32::MAX.to_be_bytes());
     }
 
