@@ -6,7 +6,8 @@
 #
 # Targets: frame_split (goim frames), ws_frame (WebSocket frames), ws_handshake (the HTTP
 # upgrade), token (auth tokens, open and hmac), link (internal link messages), batch (op-9
-# batches), http_query (goim's HTTP API query parameters).
+# batches), http_query (goim's HTTP API query parameters), history (Recover bodies and
+# replies, room offsets numbered into frames).
 #
 # cargo-fuzz needs nightly features; the stable toolchain is unlocked with RUSTC_BOOTSTRAP=1.
 # cargo-fuzz is installed when missing. Targets are built with AddressSanitizer and debug
@@ -25,7 +26,7 @@ shift || true
 if [ "$#" -gt 0 ]; then
     targets=("$@")
 else
-    targets=(frame_split ws_frame ws_handshake token link batch http_query)
+    targets=(frame_split ws_frame ws_handshake token link batch http_query history)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
