@@ -463,3 +463,50 @@ fn the_http_route_serves_the_history_and_names_bad_parameters() {
         "{text}"
     );
 }
+
+/// `corecast listen --since N` recovers the room from offset N and prints each message's
+/// offset.
+#[test]
+fn listen_since_recovers_and_prints_offsets() {
+    let up = up_with_history("messages = 100");
+    let room = "live://cli";
+    let mut a = Client::connect(&up, false, room, "cli");
+    up.wait_conns(1);
+    push(&up, room, "c0");
+    let (first, _) = a.message();
+    for i in 1..4 {
+        push(&up, room, &format!("c{i}"));
+    }
+    wait_flushed(&up, room, first.wrapping_add(3));
+    let mut args = support::client(&up, true, room, 2, "cli2", &[1000]);
+    args.since = Some(first);
+    args.count = Some(4);
+    let listener = support::listen(args);
+    // Then one live message: up.wait_conns counts the listener once it is in.
+    up.wait_conns(2);
+    push(&up, room, "c4");
+    let lines = listener.join().unwrap();
+    let reply = lines
+        .iter()
+        .find(|l| l["op"] == op::RECOVER_REPLY)
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    assert_eq!(
+        reply["body"],
+        format!("ok 3 {} {room}", first.wrapping_add(3)),
+        "{lines:?}"
+    );
+    let got: Vec<(u64, String)> = lines
+        .iter()
+        .filter(|l| l["op"] == 1000)
+        .map(|l| {
+            (
+                l["offset"].as_u64().unwrap(),
+                l["body"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let want: Vec<(u64, String)> = (1..5u32)
+        .map(|i| (u64::from(first.wrapping_add(i)), format!("c{i}")))
+        .collect();
+    assert_eq!(got, want);
+}

@@ -87,6 +87,11 @@ pub struct ListenArgs {
     /// Seconds between two heartbeats (op 2).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub heartbeat_secs: u64,
+    /// After auth, recover the room from this offset (op 26): print what the room got after
+    /// it (the offset of each room message is printed as `@N`, and is `offset` in --json),
+    /// then the live stream.
+    #[arg(long)]
+    pub since: Option<u32>,
 }
 
 impl Default for ListenArgs {
@@ -150,6 +155,18 @@ pub fn run(args: &ListenArgs, out: &mut dyn Write) -> Result<ListenSummary> {
     let mut summary = ListenSummary::default();
     summary.frames += conn.authenticate(&token, &endpoint, deadline)?;
     printer.listening(&endpoint)?;
+    if let Some(since) = args.since {
+        if printer.room.is_empty() {
+            return Err(Error::Options(
+                "--since needs a room (--room, or a --token naming one)".into(),
+            ));
+        }
+        let mut recover = Vec::new();
+        let body = protocol::history::recover_body(since, &printer.room);
+        frame::encode(&mut recover, frame::PUSH_VER, op::RECOVER, 2, &body);
+        conn.send(&recover)
+            .map_err(|e| Error::io(format!("sending Recover on {endpoint}"), e))?;
+    }
 
     let context = || format!("listening on {endpoint}");
     let every = Duration::from_secs(args.heartbeat_secs);
@@ -627,6 +644,8 @@ struct JsonLine<'a> {
     body: &'a str,
     ver: i16,
     seq: i32,
+    /// `seq` read as a room offset (unsigned).
+    offset: u32,
 }
 
 /// Turns frames into lines on `out`.
@@ -706,7 +725,11 @@ impl Printer<'_> {
             self.json_line(h, &body)
         } else {
             let body = one_line(body);
-            let line = format!("[{}] op={} {body}", self.room, h.op);
+            // Room messages carry the room's offset in seq (0 from a gateway fed directly).
+            let line = match h.seq {
+                0 => format!("[{}] op={} {body}", self.room, h.op),
+                seq => format!("[{} @{}] op={} {body}", self.room, seq as u32, h.op),
+            };
             self.write(format_args!("{line}"))
         }
     }
@@ -748,6 +771,7 @@ impl Printer<'_> {
             body,
             ver: h.ver,
             seq: h.seq,
+            offset: h.seq as u32,
         };
         let line = serde_json::to_string(&line).expect("a JSON line always serializes");
         self.write(format_args!("{line}"))
@@ -882,7 +906,17 @@ mod tests {
         assert_eq!(n, 2);
         assert_eq!(text.lines().count(), 2);
         let (json, _) = printed(true, &[raw], Some(1));
-        assert_eq!(json, "{\"op\":1000,\"body\":\"one\",\"ver\":1,\"seq\":0}\n");
+        assert_eq!(
+            json,
+            "{\"op\":1000,\"body\":\"one\",\"ver\":1,\"seq\":0,\"offset\":0}\n"
+        );
+        // A room offset (seq read unsigned) is printed with the message.
+        let mut numbered = header(1000, 1);
+        numbered.seq = -1;
+        let (text, _) = printed(false, &[(numbered, b"x".to_vec())], None);
+        assert_eq!(text, "[live://1 @4294967295] op=1000 x\n");
+        let (json, _) = printed(true, &[(numbered, b"x".to_vec())], None);
+        assert!(json.contains("\"seq\":-1,\"offset\":4294967295"), "{json}");
     }
 
     #[test]
