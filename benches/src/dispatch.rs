@@ -82,6 +82,8 @@ pub struct Options {
     pub seconds: u64,
     /// Concurrent keep-alive HTTP connections (rate phase).
     pub http_clients: usize,
+    /// The dispatcher's `history.messages` (None: its default).
+    pub history_messages: Option<usize>,
     pub phases: Vec<Phase>,
 }
 
@@ -139,13 +141,16 @@ struct Servers {
 }
 
 impl Servers {
-    fn start(queue: Queue) -> anyhow::Result<Servers> {
+    fn start(queue: Queue, history_messages: Option<usize>) -> anyhow::Result<Servers> {
         let broker = match queue {
             Queue::Embedded => None,
             Queue::Kafka => Some(Broker::start(0)?),
         };
         let mut dc = dispatcher::Config::loopback_ephemeral();
         dc.id = "bench-dispatcher".into();
+        if let Some(n) = history_messages {
+            dc.history.messages = n;
+        }
         if let Some(b) = &broker {
             dc.queue.kind = "kafka".into();
             dc.queue.kafka.brokers = vec![format!("127.0.0.1:{}", b.port())];
@@ -547,7 +552,7 @@ fn end_to_end(s: &Servers, conns: u64, rate: u64, seconds: u64) -> anyhow::Resul
 /// Runs the phases asked for against fresh servers; one JSON value with every figure.
 pub fn run(o: &Options) -> anyhow::Result<Value> {
     let t = Instant::now();
-    let s = Servers::start(o.queue)?;
+    let s = Servers::start(o.queue, o.history_messages)?;
     let start_secs = t.elapsed().as_secs_f64();
     let result = (|| {
         let warm = warm_up(&s)?;
@@ -577,6 +582,7 @@ pub fn run(o: &Options) -> anyhow::Result<Value> {
         "rate": o.rate,
         "seconds": o.seconds,
         "http_clients": o.http_clients,
+        "history_messages": o.history_messages,
         "servers_start_secs": start_secs,
         "warm_up": warm,
         "accept": accept,

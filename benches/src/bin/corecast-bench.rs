@@ -145,6 +145,10 @@ enum What {
         /// Concurrent keep-alive HTTP connections (rate phase).
         #[arg(long, default_value_t = 8)]
         http_clients: usize,
+        /// The dispatcher's history.messages (room messages kept per room for recovery; 0:
+        /// none). Default: the dispatcher's default.
+        #[arg(long)]
+        history_messages: Option<usize>,
         /// Which measurements to make.
         #[arg(
             long,
@@ -308,6 +312,7 @@ fn main() -> anyhow::Result<()> {
             rate,
             seconds,
             http_clients,
+            history_messages,
             phases,
         } => (
             "dispatch",
@@ -317,6 +322,7 @@ fn main() -> anyhow::Result<()> {
                 rate: *rate,
                 seconds: *seconds,
                 http_clients: *http_clients,
+                history_messages: *history_messages,
                 phases: phases.clone(),
             })?,
         ),
