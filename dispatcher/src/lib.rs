@@ -18,6 +18,7 @@ pub mod api;
 pub mod batcher;
 pub mod cluster;
 pub mod config;
+mod demo;
 pub mod error;
 pub mod job;
 mod link;
