@@ -498,9 +498,10 @@
     el.textContent = text.length > 120 ? `${text.slice(0, 120)}...` : text;
     el.style.top = `${lane * LANE_PX}px`;
     layer.append(el);
+    // Measured before the animation starts: the flight takes as long as its length needs.
     const width = el.offsetWidth;
     const secs = (layer.clientWidth + width) / SPEED_PX_PER_S;
-    el.style.animationDuration = `${secs}s`;
+    el.style.animation = `fly ${secs.toFixed(2)}s linear forwards`;
     // The lane is free again once this one has fully entered and left a gap behind it.
     laneFreeAt[lane] = performance.now() + ((width + 40) / SPEED_PX_PER_S) * 1000;
     el.addEventListener('animationend', () => el.remove());
