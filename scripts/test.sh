@@ -8,6 +8,8 @@ need_apt=()
 command -v cc >/dev/null || need_apt+=(build-essential)
 # Redis for the dispatcher's redis registry tests.
 command -v redis-server >/dev/null || need_apt+=(redis-server)
+# A real browser for the demo page's tests (tests/demo.rs drives it headless over DevTools).
+command -v chromium >/dev/null || need_apt+=(chromium)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 if [ ${#need_apt[@]} -gt 0 ]; then

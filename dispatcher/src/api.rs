@@ -50,6 +50,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route_layer(middleware::from_fn_with_state(app.clone(), bearer));
     Router::new()
         .merge(goim)
+        .merge(crate::demo::routes())
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(app)

@@ -21,6 +21,7 @@ pub mod api;
 pub mod batcher;
 pub mod cluster;
 pub mod config;
+mod demo;
 pub mod error;
 pub mod history;
 pub mod job;
