@@ -60,9 +60,12 @@ pub struct History {
     max_bytes: usize,
     rooms: HashMap<Arc<str>, RoomLog>,
     /// Every held message in record order: (when, room, offset, bytes). An entry whose message
-    /// already left its room (the per-room count bound) is skipped when it comes up.
+    /// already left its room (the per-room count bound) is skipped when it comes up, and such
+    /// entries are swept out whenever they outnumber the messages held.
     order: VecDeque<(Instant, Arc<str>, u32, usize)>,
     bytes: usize,
+    /// Messages held over all rooms.
+    held: usize,
     seed: std::collections::hash_map::RandomState,
     last_sweep: Option<Instant>,
 }
@@ -76,6 +79,7 @@ impl History {
             rooms: HashMap::new(),
             order: VecDeque::new(),
             bytes: 0,
+            held: 0,
             seed: std::collections::hash_map::RandomState::new(),
             last_sweep: None,
         }
@@ -122,14 +126,31 @@ impl History {
             log.msgs.push_back((offset, now, frames.slice(range)));
             self.order.push_back((now, key.clone(), offset, len));
             self.bytes += len;
+            self.held += 1;
             if log.msgs.len() > self.messages
                 && let Some((_, _, gone)) = log.msgs.pop_front()
             {
                 self.bytes -= gone.len();
+                self.held -= 1;
             }
         }
         self.expire(now);
+        if self.order.len() > 2 * self.held + 1024 {
+            self.compact();
+        }
         Ok(frames)
+    }
+
+    /// Drops the order entries of messages no longer held (amortised: run when they outnumber
+    /// the held ones, so the order queue stays within twice the messages held).
+    fn compact(&mut self) {
+        let rooms = &self.rooms;
+        self.order.retain(|(_, room, offset, _)| {
+            rooms
+                .get(room)
+                .and_then(|log| log.msgs.front())
+                .is_some_and(|(front, _, _)| !history::after(*front, *offset))
+        });
     }
 
     /// Drops messages past the age and byte bounds, and rooms idle and empty past the age.
@@ -144,6 +165,7 @@ impl History {
                 && let Some((_, _, gone)) = log.msgs.pop_front()
             {
                 self.bytes -= gone.len();
+                self.held -= 1;
             }
             self.order.pop_front();
         }
@@ -236,6 +258,11 @@ impl History {
     /// Rooms known.
     pub fn rooms(&self) -> usize {
         self.rooms.len()
+    }
+
+    /// Messages held over all rooms.
+    pub fn held(&self) -> usize {
+        self.held
     }
 }
 
@@ -384,6 +411,25 @@ mod tests {
             panic!()
         };
         assert_eq!(bodies(&frames), vec!["3", "4"]);
+    }
+
+    #[test]
+    fn bookkeeping_stays_within_twice_what_is_held() {
+        let t = Instant::now();
+        let mut h = History::new(&cfg(10, 3_600_000, 1 << 30));
+        for i in 0..100_000 {
+            h.record(&format!("r{}", i % 7), batch(&["x", "y"]), t)
+                .unwrap();
+        }
+        assert_eq!(h.held(), 70);
+        assert_eq!(h.bytes(), 70 * 17);
+        assert!(h.order.len() <= 2 * 70 + 1024 + 2, "{}", h.order.len());
+        // What is held still recovers in order.
+        let Some((msgs, newest)) = h.all("r3") else {
+            panic!()
+        };
+        assert_eq!(msgs.len(), 10);
+        assert_eq!(msgs[9].0, newest);
     }
 
     #[test]
