@@ -11,7 +11,9 @@
 //!   returns. A send in flight longer than [`STAMP_WRAP_US`] (16.7 s) is counted modulo that.
 //! - **Handshakes** keep each connection's accept time in a map only while it handshakes (and
 //!   until its auth reply is written), not in [`crate::conn::Conn`]; a send completion looks in
-//!   that map only while some auth reply is unwritten.
+//!   that map only while some auth reply is unwritten. The handshake ends at the first write
+//!   that completes after the auth: the one carrying the reply, or (rarely: a pipelined
+//!   WebSocket upgrade and auth) a write already in flight just before it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,8 +81,8 @@ impl SharedHistogram {
             a.store(c, Ordering::Relaxed);
         }
         self.sum_us.store(h.sum_us, Ordering::Relaxed);
-        // Last: a reader that sees the count sees the buckets of at least that many (or more,
-        // which a scrape may show as a `+Inf` above `_count` by a few; see `read`).
+        // Readers recompute the count from the buckets (`read`), so `+Inf == _count` always;
+        // this copy only tells the next publish whether anything changed.
         self.count.store(h.count, Ordering::Relaxed);
     }
 
