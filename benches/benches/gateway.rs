@@ -1,6 +1,8 @@
 //! Micro-benchmarks of the gateway's per-message path, without sockets: the ingress → shard
 //! hand-off through an [`Inbox`], a shard's room fan-out (a pointer push per member, then the
-//! write completion that drains it), and the per-batch fixed cost (encode once, wrap twice).
+//! write completion that drains it), the per-batch fixed cost (encode once, wrap twice), and
+//! what the metrics add: the write-latency histogram per completion, the histograms' publish per
+//! loop turn, and the clock read per batch of completions.
 //!
 //! Only public APIs of `gateway` and `protocol` are used. The per-member work is the gateway's
 //! own (`Conn::enqueue`, `Conn::advance`); the loops around it that live in the shard's
@@ -318,10 +320,50 @@ fn batch_encode_per_shard(c: &mut Criterion) {
     g.finish();
 }
 
+/// What the shard's metrics cost: per write completion, `Latency::written` (the stamp's age
+/// into the write histogram, and the look for an unwritten auth reply); per loop turn, the
+/// three histograms published; per batch of completions, one clock read.
+fn metrics_cost(c: &mut Criterion) {
+    use gateway::latency::{Latency, SharedLatency};
+    let mut g = c.benchmark_group("metrics_cost");
+    g.warm_up_time(Duration::from_secs(1));
+    g.measurement_time(Duration::from_secs(3));
+    const WRITES: u32 = 1000;
+    g.throughput(Throughput::Elements(u64::from(WRITES)));
+    let mut lat = Latency::default();
+    g.bench_function("write_completion", |b| {
+        b.iter(|| {
+            let stamp = lat.stamp();
+            // Completions reaped a few hundred µs after their submission, spread over buckets.
+            lat.now_us += 137;
+            for h in 0..WRITES {
+                lat.written(black_box(h), 1, stamp.wrapping_sub(h % 64));
+            }
+            lat.write.count
+        })
+    });
+    g.throughput(Throughput::Elements(1));
+    let shared = SharedLatency::default();
+    let mut lat = Latency::default();
+    g.bench_function("publish_per_turn", |b| {
+        b.iter(|| {
+            lat.now_us += 50;
+            lat.written(1, 1, 0);
+            shared.publish(black_box(&lat));
+        })
+    });
+    let epoch = Instant::now();
+    g.bench_function("clock_read_per_batch", |b| {
+        b.iter(|| epoch.elapsed().as_micros() as u64)
+    });
+    g.finish();
+}
+
 criterion::criterion_group!(
     benches,
     ring_handoff,
     room_fanout_in_memory,
-    batch_encode_per_shard
+    batch_encode_per_shard,
+    metrics_cost
 );
 criterion::criterion_main!(benches);

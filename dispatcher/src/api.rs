@@ -590,20 +590,7 @@ async fn nodes_instances(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let (gateways, linked) = app.cluster.counts();
-    let text = app.metrics.render(&[
-        ("gateways", "Registered gateways.", gateways as u64),
-        (
-            "gateways_linked",
-            "Registered gateways with a live link.",
-            linked as u64,
-        ),
-        (
-            "sessions",
-            "Sessions in the registry.",
-            app.registry.sessions() as u64,
-        ),
-    ]);
+    let text = crate::metrics::exposition(&app).await;
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

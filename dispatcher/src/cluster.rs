@@ -292,6 +292,17 @@ impl Cluster {
         }
     }
 
+    /// Every registered gateway's id and whether its link is up, sorted by id.
+    pub fn link_states(&self) -> Vec<(String, bool)> {
+        let mut v: Vec<(String, bool)> = self
+            .lock()
+            .iter()
+            .map(|(id, e)| (id.clone(), e.down_since.is_none()))
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Registered gateways, and how many have a live link.
     pub fn counts(&self) -> (usize, usize) {
         let entries = self.lock();

@@ -156,6 +156,7 @@ async fn send_room(app: &Arc<App>, f: Flush) {
     app.metrics
         .room_messages
         .fetch_add(f.count as u64, std::sync::atomic::Ordering::Relaxed);
+    app.metrics.room_batch_messages.observe(f.count as u64);
     for (gateway, _) in app.cluster.targets() {
         let out = Outgoing::Room {
             room: f.room.clone(),

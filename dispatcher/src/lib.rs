@@ -23,6 +23,7 @@ pub mod cluster;
 pub mod config;
 mod demo;
 pub mod error;
+pub mod histogram;
 pub mod history;
 pub mod job;
 mod link;
@@ -218,15 +219,16 @@ async fn queue_backend(
     config: &Config,
     metrics: &Arc<Metrics>,
 ) -> Result<(Arc<dyn Queue>, mpsc::Receiver<Delivery>)> {
+    let timed = |q: Arc<dyn Queue>| Arc::new(queue::timed::Timed::new(q, metrics.clone()));
     match config.queue.kind.as_str() {
         "embedded" => {
             let (q, rx) = queue::embedded::Embedded::new(config.queue.embedded.capacity);
-            Ok((Arc::new(q), rx))
+            Ok((timed(Arc::new(q)), rx))
         }
         "kafka" => {
             let (q, rx) =
                 queue::kafka::Kafka::connect(&config.queue.kafka, metrics.clone()).await?;
-            Ok((Arc::new(q), rx))
+            Ok((timed(Arc::new(q)), rx))
         }
         other => Err(Error::Config(format!(
             "queue.kind {other:?} is not available in this build"

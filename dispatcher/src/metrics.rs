@@ -1,9 +1,15 @@
 //! The dispatcher's counters, rendered as Prometheus text at `GET /metrics` on the HTTP port.
 //! Every drop, rejection and failure the dispatcher decides on is counted here (and logged
-//! where it happens), so nothing is lost silently.
+//! where it happens), so nothing is lost silently. Beside the counters: histograms of the
+//! queue's produce latency and of messages per room batch, the consumer lag, and the gateway
+//! links (how many, and one series per gateway).
 
 use std::fmt::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::App;
+use crate::histogram::{BATCH_MESSAGES, Histogram, LATENCY_US, Unit};
 
 /// Indices into [`ROUTES`].
 pub mod route {
@@ -43,11 +49,26 @@ pub const CODES: [i32; 6] = [0, -400, -401, -404, -410, -500];
 macro_rules! counters {
     ($($(#[doc = $doc:literal])+ $name:ident,)+) => {
         /// Monotonic counters (and a few gauges), updated with relaxed atomics.
-        #[derive(Default)]
         pub struct Metrics {
             $($(#[doc = $doc])+ pub $name: AtomicU64,)+
             /// HTTP requests by route and business code.
             pub requests: [[AtomicU64; CODES.len()]; ROUTES.len()],
+            /// Time for the queue to accept a message (embedded: a slot in the channel; Kafka:
+            /// the broker's acknowledgement), failed and abandoned produces included.
+            pub produce_seconds: Histogram,
+            /// Messages per room batch flushed by the job.
+            pub room_batch_messages: Histogram,
+        }
+
+        impl Default for Metrics {
+            fn default() -> Metrics {
+                Metrics {
+                    $($name: AtomicU64::new(0),)+
+                    requests: Default::default(),
+                    produce_seconds: Histogram::new(&LATENCY_US, Unit::Micros),
+                    room_batch_messages: Histogram::new(&BATCH_MESSAGES, Unit::Count),
+                }
+            }
         }
 
         impl Metrics {
@@ -159,8 +180,90 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE corecast_dispatcher_{name} gauge");
             let _ = writeln!(out, "corecast_dispatcher_{name} {v}");
         }
+        self.produce_seconds.render(
+            &mut out,
+            "corecast_dispatcher_queue_produce_seconds",
+            "Time for the queue to accept a message (embedded: room in the channel; Kafka: acknowledged by the broker); failures and abandoned produces included.",
+        );
+        self.room_batch_messages.render(
+            &mut out,
+            "corecast_dispatcher_room_batch_messages",
+            "Messages per room batch flushed by the job (one observation per flush, however many gateways get it).",
+        );
         out
     }
+}
+
+/// A label value with `\`, `"` and newlines escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Everything `/metrics` serves: the counters and histograms, the registry and link gauges,
+/// the consumer lag per partition (the queue is asked on a blocking thread: Kafka asks the
+/// broker for the high watermarks), and one series per registered gateway.
+pub(crate) async fn exposition(app: &Arc<App>) -> String {
+    let (gateways, linked) = app.cluster.counts();
+    let mut out = app.metrics.render(&[
+        ("gateways", "Registered gateways.", gateways as u64),
+        (
+            "gateways_linked",
+            "Registered gateways with a live link.",
+            linked as u64,
+        ),
+        (
+            "sessions",
+            "Sessions in the registry.",
+            app.registry.sessions() as u64,
+        ),
+    ]);
+    let queue = app.queue.clone();
+    let lag = tokio::task::spawn_blocking(move || queue.lag())
+        .await
+        .unwrap_or_default();
+    let name = "corecast_dispatcher_consumer_lag_messages";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Messages in the queue not yet finished by this dispatcher's job, per partition it consumes (Kafka: the partition's high watermark minus the offset a restart would read from; embedded: partition 0, messages waiting in the channel).\n# TYPE {name} gauge"
+    );
+    for (partition, n) in lag {
+        let _ = writeln!(out, "{name}{{partition=\"{partition}\"}} {n}");
+    }
+    let infos = app.cluster.infos();
+    let links = app.cluster.link_states();
+    type Field = fn(&crate::cluster::GatewayInfo, bool) -> u64;
+    let per_gateway: [(&str, &str, Field); 3] = [
+        (
+            "corecast_dispatcher_gateway_linked",
+            "1 while the gateway's link to this dispatcher is up.",
+            |_, up| u64::from(up),
+        ),
+        (
+            "corecast_dispatcher_gateway_offline",
+            "1 while the gateway is out of the node list (refusing connections, link down, or a renew period late).",
+            |g, _| u64::from(g.offline),
+        ),
+        (
+            "corecast_dispatcher_gateway_connections",
+            "Connections the gateway last reported.",
+            |g, _| g.conn_count,
+        ),
+    ];
+    for (name, help, field) in per_gateway {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for g in &infos {
+            let up = links.iter().any(|(id, up)| *id == g.id && *up);
+            let _ = writeln!(
+                out,
+                "{name}{{gateway=\"{}\"}} {}",
+                label(&g.id),
+                field(g, up)
+            );
+        }
+    }
+    out
 }
 
 /// Adds one to a counter.
@@ -190,5 +293,26 @@ mod tests {
         assert!(
             text.contains("# HELP corecast_dispatcher_queue_produced_total Messages the queue")
         );
+    }
+
+    #[test]
+    fn renders_the_histograms() {
+        let m = Metrics::default();
+        m.produce_seconds.observe(120);
+        m.room_batch_messages.observe(20);
+        let text = m.render(&[]);
+        assert!(text.contains("# TYPE corecast_dispatcher_queue_produce_seconds histogram\n"));
+        assert!(
+            text.contains("corecast_dispatcher_queue_produce_seconds_bucket{le=\"0.00025\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("corecast_dispatcher_queue_produce_seconds_count 1\n"));
+        assert!(text.contains("corecast_dispatcher_room_batch_messages_bucket{le=\"20\"} 1\n"));
+        assert!(text.contains("corecast_dispatcher_room_batch_messages_sum 20\n"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

@@ -4,7 +4,7 @@
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crossbeam_queue::ArrayQueue;
 use protocol::batch::Batch;
@@ -50,6 +50,8 @@ pub struct Inbox {
     /// Set by the consumer before it sleeps (then checks the queue once more); a push wakes
     /// the eventfd only while it is set, so a busy consumer costs its producers no syscall.
     pub sleeping: AtomicBool,
+    /// Times a producer found the ring full and had to wait (counted on that slow path only).
+    full: AtomicU64,
 }
 
 impl Inbox {
@@ -64,6 +66,7 @@ impl Inbox {
             // SAFETY: fd is a fresh descriptor we own.
             wake: unsafe { OwnedFd::from_raw_fd(fd) },
             sleeping: AtomicBool::new(false),
+            full: AtomicU64::new(0),
         })
     }
 
@@ -86,6 +89,20 @@ impl Inbox {
 
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.queue.capacity()
+    }
+
+    /// Counts a producer finding the ring full.
+    pub fn count_full(&self) {
+        self.full.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Times a producer found the ring full.
+    pub fn full_count(&self) -> u64 {
+        self.full.load(Ordering::Relaxed)
     }
 
     /// Wakes the shard.

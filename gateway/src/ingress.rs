@@ -4,11 +4,10 @@
 //! A room batch is encoded once ([`Batch`]: TCP and WS bytes in one buffer) and the same
 //! reference-counted buffer goes to every shard. Key pushes go only to the shard holding each
 //! key (one lookup in the key table). A full inbox makes the ingress wait (backpressure to the
-//! link), counted in `ring_full`.
+//! link), counted per shard in its inbox (`corecast_gateway_ring_full_total`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use protocol::batch::Batch;
 use protocol::link::Body;
@@ -20,7 +19,6 @@ use crate::shard::Shared;
 #[derive(Clone)]
 pub struct Ingress {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) ring_full: Arc<AtomicU64>,
 }
 
 impl Ingress {
@@ -126,7 +124,7 @@ impl Ingress {
                 Err(m) => {
                     msg = m;
                     if spins == 0 {
-                        self.ring_full.fetch_add(1, Ordering::Relaxed);
+                        inbox.count_full();
                         inbox.wake();
                     }
                     spins += 1;
@@ -140,8 +138,8 @@ impl Ingress {
         }
     }
 
-    /// Times an inbox was found full.
+    /// Times an inbox was found full, over all shards.
     pub fn ring_full(&self) -> u64 {
-        self.ring_full.load(Ordering::Relaxed)
+        self.shared.inboxes.iter().map(|i| i.full_count()).sum()
     }
 }

@@ -23,6 +23,7 @@ mod fanout;
 pub mod inbox;
 pub mod ingress;
 pub mod keys;
+pub mod latency;
 mod link;
 pub mod metrics;
 mod recovery;
@@ -214,7 +215,6 @@ impl Gateway {
         }
         let ingress = Ingress {
             shared: shared.clone(),
-            ring_full: Arc::new(AtomicU64::new(0)),
         };
         let mut uplink = Some(uplink_rx);
         if !shared.config.dispatchers.is_empty() {

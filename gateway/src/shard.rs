@@ -58,6 +58,10 @@ impl Shared {
         self.epoch.elapsed().as_millis() as u64
     }
 
+    pub fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
     /// Session events and upstream messages that reached no dispatcher: refused by the shards'
     /// uplink queue, or taken by no link.
     pub fn uplink_dropped(&self) -> u64 {
@@ -134,6 +138,8 @@ pub struct Shard {
     expired: Vec<(u32, u16)>,
     pub(crate) to_close: Vec<(u32, u16, Reason)>,
     pub(crate) stats: Counters,
+    /// Handshake and write latency histograms, and the microsecond clock (`latency.rs`).
+    pub(crate) lat: crate::latency::Latency,
     pub(crate) broadcasts: VecDeque<crate::fanout::BroadcastJob>,
     /// The room batch being delivered, a budget of members per loop turn.
     pub(crate) room_job: Option<crate::fanout::RoomJob>,
@@ -206,6 +212,7 @@ impl Shard {
             expired: Vec::new(),
             to_close: Vec::new(),
             stats: Counters::default(),
+            lat: Default::default(),
             broadcasts: VecDeque::new(),
             room_job: None,
             lookahead: None,
@@ -310,7 +317,8 @@ impl Shard {
     /// The event loop; returns when the gateway stops or a drain has closed every connection.
     pub fn run(mut self) {
         loop {
-            self.now = self.shared.now_ms();
+            self.lat.now_us = self.shared.now_us();
+            self.now = self.lat.now_us / 1000;
             // Inbox work, bounded per turn: a room batch to a big room is reached a budget of
             // members at a time, so writes, completions and counters keep their pace.
             let mut work = 0;
@@ -351,6 +359,9 @@ impl Shard {
                     tracing::error!(shard = self.id, ring = r, "io_uring enter failed: {e}");
                 }
                 busy |= !completions.is_empty();
+                if !completions.is_empty() {
+                    self.lat.now_us = self.shared.now_us();
+                }
                 for c in completions.drain(..) {
                     self.on_completion(r, c);
                 }
@@ -401,6 +412,7 @@ impl Shard {
         self.stats.connections = live;
         self.stats.rooms = self.rooms.len() as u64;
         self.shared.stats[self.id].publish(&self.stats);
+        self.shared.stats[self.id].latency.publish(&self.lat);
     }
 
     pub(crate) fn conn(&mut self, h: u32) -> Option<&mut Conn> {
@@ -472,6 +484,7 @@ impl Shard {
             ctx.ring.recv(slot, gen_);
             self.wheel.insert((handle(r, slot), gen_), deadline);
             self.stats.accepted += 1;
+            self.lat.accepted(handle(r, slot), gen_);
             // The WSS listener exists only with a TLS config.
             if which == 2
                 && let Some(tls) = self.shared.tls.as_ref()
@@ -527,10 +540,16 @@ impl Shard {
             if let Some(bid) = bid {
                 if live {
                     let data = self.rings[r].ring.buffer(bid, c.res as usize);
+                    let handshaking = self
+                        .conn(h)
+                        .is_some_and(|conn| matches!(conn.state, State::Upgrade | State::Auth));
                     if self.conn(h).is_some_and(|conn| conn.tls.is_some()) {
                         self.tls_input(h, data);
                     } else {
                         self.on_input(h, data);
+                    }
+                    if handshaking {
+                        self.handshake_input_done(h);
                     }
                 }
                 self.rings[r].ring.recycle(bid);
@@ -581,6 +600,7 @@ impl Shard {
             self.stats.messages_written += written;
             self.stats.writes += 1;
             self.stats.bytes_out += c.res as u64;
+            self.lat.written(h, c.gen_, c.stamp);
             if more {
                 self.mark_dirty(h);
             } else if closing {
@@ -700,6 +720,7 @@ impl Shard {
     /// Issues one write per dirty connection, carrying everything it has queued.
     pub(crate) fn flush_dirty(&mut self) {
         let mut dirty = std::mem::take(&mut self.dirty);
+        let stamp = self.lat.stamp();
         for &h in &dirty {
             let (r, s) = split(h);
             if self.iov.len() + MAX_IOV > self.iov.capacity() {
@@ -729,7 +750,7 @@ impl Shard {
                 // slot) until this send completes.
                 unsafe {
                     ctx.ring
-                        .send(s as u32, gen_, data.as_ptr(), data.len() as u32)
+                        .send_at(s as u32, gen_, stamp, data.as_ptr(), data.len() as u32)
                 };
             } else {
                 let start = self.iov.len();
@@ -744,7 +765,7 @@ impl Shard {
                 // before the rings are submitted; the chunks stay queued until completion.
                 unsafe {
                     ctx.ring
-                        .writev(s as u32, gen_, self.iov[start..].as_ptr(), n as u32)
+                        .writev_at(s as u32, gen_, stamp, self.iov[start..].as_ptr(), n as u32)
                 };
             }
             conn.sending = true;
@@ -781,6 +802,7 @@ impl Shard {
         let (mid, transport, prev_state) = (conn.mid, conn.transport, conn.state);
         conn.state = State::Closing;
         conn.partial = None;
+        self.lat.closing(h, gen_);
         let mut room_names = Vec::new();
         for (idx, pos, _) in rooms {
             if let Some(room) = self.rooms.get(idx) {

@@ -1,6 +1,7 @@
 //! Per-shard counters. A shard counts in plain integers and publishes them once per loop turn,
 //! so the per-message path touches no atomics; readers (metrics, tests, benchmarks) see values
-//! at most one loop turn old.
+//! at most one loop turn old. Its latency histograms (`latency.rs`) are published beside them;
+//! its inbox's depth and full events are read from the inbox itself (`inbox.rs`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -12,7 +13,11 @@ macro_rules! counters {
 
         /// The published copy, readable from any thread.
         #[derive(Debug, Default)]
-        pub struct SharedCounters { $($name: AtomicU64,)* }
+        pub struct SharedCounters {
+            $($name: AtomicU64,)*
+            /// The shard's latency histograms, published beside the counters.
+            pub latency: crate::latency::SharedLatency,
+        }
 
         impl SharedCounters {
             pub fn publish(&self, c: &Counters) {
@@ -73,7 +78,6 @@ counters! {
     cap_disconnects: "connections closed past the outbound cap",
     cap_dropped_messages: "messages dropped past the outbound cap (drop-oldest)",
     upstream_dropped: "client messages not forwarded (no dispatcher link, or its queue full)",
-    ring_full: "times a shard's inbox was full and the ingress waited",
     tls_handshakes: "WSS: TLS handshakes completed",
     tls_errors: "WSS: connections closed for a TLS error (not TLS, bad record, failed handshake, alert from the client)",
     recover_requests: "recoveries (op 26) sent to the dispatchers",

@@ -1,7 +1,9 @@
 //! The gateway's ring: [`uring::Ring`] (where every unsafe ring call lives, behind its contract)
 //! with the gateway's operations and completion decoding. A request's user data packs what it
-//! is about ([`Op`], the low byte), the slot's generation and the slot (`op | gen << 8 |
-//! slot << 32`), so a completion for a slot that was closed and reused is recognised.
+//! is about ([`Op`], the low byte), the slot's generation, the slot (20 bits: a ring has at most
+//! 2^20 slots) and, for sends, when the send was submitted (a 20-bit stamp, the write-latency
+//! histogram's clock: `op | gen << 8 | slot << 24 | stamp << 44`), so a completion for a slot
+//! that was closed and reused is recognised, and a send's latency needs no per-connection state.
 //!
 //! Two io_uring facts shape how the gateway uses its rings:
 //!
@@ -49,9 +51,22 @@ impl Op {
     }
 }
 
+/// Bits of a slot in the user data (`engine.slots_per_ring` is at most 2^20).
+const SLOT_BITS: u32 = 20;
+/// Bits of a send's stamp in the user data ([`Completion::stamp`]).
+pub const STAMP_BITS: u32 = 20;
+const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
+const STAMP_MASK: u64 = (1 << STAMP_BITS) - 1;
+
 /// Packs an op, a slot and the slot's generation into a completion's user data.
 pub fn user_data(op: Op, slot: u32, gen_: u16) -> u64 {
-    op as u64 | (gen_ as u64) << 8 | (slot as u64) << 32
+    debug_assert!(u64::from(slot) <= SLOT_MASK, "slot {slot} past 20 bits");
+    op as u64 | (gen_ as u64) << 8 | (slot as u64 & SLOT_MASK) << 24
+}
+
+/// [`user_data`] with a stamp (its low [`STAMP_BITS`] bits) returned in the completion.
+pub fn stamped(op: Op, slot: u32, gen_: u16, stamp: u32) -> u64 {
+    user_data(op, slot, gen_) | (u64::from(stamp) & STAMP_MASK) << (24 + SLOT_BITS)
 }
 
 /// One completion, decoded.
@@ -62,6 +77,9 @@ pub struct Completion {
     pub gen_: u16,
     pub res: i32,
     pub flags: u32,
+    /// What the request was stamped with ([`Ring::send_at`], [`Ring::writev_at`]; 0 for the
+    /// rest), modulo 2^[`STAMP_BITS`].
+    pub stamp: u32,
 }
 
 impl Completion {
@@ -69,10 +87,11 @@ impl Completion {
         let ud = raw.user_data;
         Some(Completion {
             op: Op::from_u8(ud as u8)?,
-            slot: (ud >> 32) as u32,
+            slot: ((ud >> 24) & SLOT_MASK) as u32,
             gen_: (ud >> 8) as u16,
             res: raw.res,
             flags: raw.flags,
+            stamp: (ud >> (24 + SLOT_BITS)) as u32,
         })
     }
     /// The multishot request stays armed.
@@ -216,7 +235,16 @@ impl Ring {
     /// # Safety
     /// The memory must stay valid and unchanged until the completion arrives.
     pub unsafe fn send(&mut self, slot: u32, gen_: u16, ptr: *const u8, len: u32) {
-        let ud = user_data(Op::Send, slot, gen_);
+        // SAFETY: passed on to the caller.
+        unsafe { self.send_at(slot, gen_, 0, ptr, len) };
+    }
+
+    /// [`Ring::send`], its completion carrying `stamp` (when it was submitted).
+    ///
+    /// # Safety
+    /// As [`Ring::send`].
+    pub unsafe fn send_at(&mut self, slot: u32, gen_: u16, stamp: u32, ptr: *const u8, len: u32) {
+        let ud = stamped(Op::Send, slot, gen_, stamp);
         // SAFETY: passed on to the caller.
         unsafe { self.ring.send(slot, ptr, len, ud) };
     }
@@ -227,7 +255,23 @@ impl Ring {
     /// The iovec array must stay valid until the next submit; the memory it points at until
     /// the completion arrives.
     pub unsafe fn writev(&mut self, slot: u32, gen_: u16, iov: *const libc::iovec, n: u32) {
-        let ud = user_data(Op::Send, slot, gen_);
+        // SAFETY: passed on to the caller.
+        unsafe { self.writev_at(slot, gen_, 0, iov, n) };
+    }
+
+    /// [`Ring::writev`], its completion carrying `stamp` (when it was submitted).
+    ///
+    /// # Safety
+    /// As [`Ring::writev`].
+    pub unsafe fn writev_at(
+        &mut self,
+        slot: u32,
+        gen_: u16,
+        stamp: u32,
+        iov: *const libc::iovec,
+        n: u32,
+    ) {
+        let ud = stamped(Op::Send, slot, gen_, stamp);
         // SAFETY: passed on to the caller.
         unsafe { self.ring.writev(slot, iov, n, ud) };
     }
@@ -271,5 +315,37 @@ impl Ring {
 
     pub fn fd(&self) -> RawFd {
         self.ring.fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(ud: u64) -> Completion {
+        Completion::decode(RawCompletion {
+            user_data: ud,
+            res: 7,
+            flags: 0,
+        })
+        .expect("a known op")
+    }
+
+    #[test]
+    fn user_data_round_trips_op_slot_generation_and_stamp() {
+        let max_slot = (1 << SLOT_BITS) - 1;
+        let c = decode(stamped(Op::Send, max_slot, u16::MAX, u32::MAX));
+        assert_eq!(
+            (c.op, c.slot, c.gen_, c.stamp, c.res),
+            (Op::Send, max_slot, u16::MAX, (1 << STAMP_BITS) - 1, 7)
+        );
+        let c = decode(user_data(Op::Recv, 12_345, 9));
+        assert_eq!((c.op, c.slot, c.gen_, c.stamp), (Op::Recv, 12_345, 9, 0));
+        let c = decode(stamped(Op::Send, 3, 1, (1 << STAMP_BITS) + 5));
+        assert_eq!(
+            (c.slot, c.stamp),
+            (3, 5),
+            "the stamp wraps, the slot is untouched"
+        );
     }
 }

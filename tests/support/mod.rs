@@ -114,6 +114,11 @@ impl Up {
     pub fn kill(&mut self) {
         self.process.kill();
     }
+
+    /// What the process printed on stderr so far.
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
 }
 
 /// One HTTP/1.1 request; returns the status and the JSON body (Null if not JSON).

@@ -58,4 +58,29 @@ impl Queue for Embedded {
     fn pending(&self) -> Option<u64> {
         Some(self.pending.load(Ordering::Relaxed))
     }
+
+    /// One partition: the messages waiting in the channel for the job.
+    fn lag(&self) -> Vec<(i32, u64)> {
+        vec![(0, (self.tx.max_capacity() - self.tx.capacity()) as u64)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lag_is_the_channel_depth() {
+        let (q, mut rx) = Embedded::new(8);
+        assert_eq!(q.lag(), vec![(0, 0)]);
+        for _ in 0..3 {
+            q.produce(PushMsg::default()).await.unwrap();
+        }
+        assert_eq!(q.lag(), vec![(0, 3)]);
+        let taken = rx.recv().await.unwrap();
+        assert_eq!(q.lag(), vec![(0, 2)]);
+        assert_eq!(q.pending(), Some(3), "taken is not finished");
+        drop(taken);
+        assert_eq!(q.pending(), Some(2));
+    }
 }

@@ -11,6 +11,10 @@
 //!   dispatcher that dies loses nothing that was acknowledged to a caller: its partitions are
 //!   re-read from the last offset stored (at-least-once; goim marks offsets before pushing,
 //!   at-most-once). librdkafka commits stored offsets in the background.
+//! - **Lag** (`/metrics`): per partition assigned to this consumer, the high watermark (asked
+//!   of the broker) minus the offset a restart would read from: the oldest offset in flight,
+//!   else one past the highest taken, or the committed offset if that is further (a partition
+//!   just taken over from another dispatcher), else the low watermark.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -47,7 +51,12 @@ pub struct Kafka {
     rebuilt: Mutex<Instant>,
     topic: String,
     timeout: Duration,
+    consumer: Arc<StreamConsumer>,
+    inflight: Arc<Mutex<InFlight>>,
 }
+
+/// The longest a `/metrics` scrape waits for the broker's watermarks and committed offsets.
+const LAG_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Offsets taken off the queue and not yet finished, per partition (offset → times seen), and
 /// one past the highest offset taken.
@@ -73,6 +82,13 @@ impl InFlight {
                 map.remove(&offset);
             }
         }
+        Some(map.keys().next().copied().unwrap_or(*next))
+    }
+
+    /// Where a restart would read `partition` from, as far as this consumer knows: the oldest
+    /// offset in flight, else one past the highest taken (None: nothing taken from it).
+    fn resume_offset(&self, partition: i32) -> Option<i64> {
+        let (map, next) = self.partitions.get(&partition)?;
         Some(map.keys().next().copied().unwrap_or(*next))
     }
 }
@@ -114,7 +130,15 @@ impl Kafka {
             .map_err(err)?;
         consumer.subscribe(&[&cfg.topic]).map_err(err)?;
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(consume(Arc::new(consumer), cfg.topic.clone(), tx, metrics));
+        let consumer = Arc::new(consumer);
+        let inflight = Arc::new(Mutex::new(InFlight::default()));
+        tokio::spawn(consume(
+            consumer.clone(),
+            cfg.topic.clone(),
+            tx,
+            metrics,
+            inflight.clone(),
+        ));
         Ok((
             Kafka {
                 producer: RwLock::new(Arc::new(producer)),
@@ -122,6 +146,8 @@ impl Kafka {
                 rebuilt: Mutex::new(Instant::now()),
                 topic: cfg.topic.clone(),
                 timeout: Duration::from_millis(cfg.message_timeout_ms),
+                consumer,
+                inflight,
             },
             rx,
         ))
@@ -153,8 +179,8 @@ async fn consume(
     topic: String,
     tx: mpsc::Sender<Delivery>,
     metrics: Arc<Metrics>,
+    inflight: Arc<Mutex<InFlight>>,
 ) {
-    let inflight = Arc::new(Mutex::new(InFlight::default()));
     let mut errors = 0u64;
     loop {
         let m = match consumer.recv().await {
@@ -222,6 +248,56 @@ impl Queue for Kafka {
         None
     }
 
+    /// Blocks on the broker (up to [`LAG_TIMEOUT`] in all): its committed offsets for the
+    /// assigned partitions, then each partition's high watermark. Partitions the broker does
+    /// not answer for in time are left out.
+    fn lag(&self) -> Vec<(i32, u64)> {
+        let Ok(assigned) = self.consumer.assignment() else {
+            return Vec::new();
+        };
+        let partitions: Vec<i32> = assigned
+            .elements_for_topic(&self.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        if partitions.is_empty() {
+            return Vec::new();
+        }
+        let deadline = Instant::now() + LAG_TIMEOUT;
+        let committed = self
+            .consumer
+            .committed_offsets(assigned, LAG_TIMEOUT / 2)
+            .ok();
+        let taken: Vec<Option<i64>> = {
+            let f = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            partitions.iter().map(|&p| f.resume_offset(p)).collect()
+        };
+        let mut out = Vec::new();
+        for (p, taken) in partitions.into_iter().zip(taken) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let Ok((low, high)) = self.consumer.fetch_watermarks(&self.topic, p, left) else {
+                break;
+            };
+            let committed = committed
+                .as_ref()
+                .and_then(|c| c.find_partition(&self.topic, p))
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
+            let from = match (taken, committed) {
+                (Some(t), Some(c)) => t.max(c),
+                (Some(o), None) | (None, Some(o)) => o,
+                (None, None) => low,
+            };
+            out.push((p, (high - from).max(0) as u64));
+        }
+        out
+    }
+
     fn produce<'a>(&'a self, msg: PushMsg) -> BoxFut<'a, Result<()>> {
         Box::pin(async move {
             let key = msg.queue_key();
@@ -286,5 +362,18 @@ mod tests {
         f.start(1, 0);
         assert_eq!(f.finish(1, 0), Some(1));
         assert_eq!(f.finish(7, 3), None);
+    }
+
+    #[test]
+    fn resume_offset_is_the_oldest_in_flight_else_past_the_highest() {
+        let mut f = InFlight::default();
+        assert_eq!(f.resume_offset(0), None);
+        f.start(0, 5);
+        f.start(0, 6);
+        assert_eq!(f.resume_offset(0), Some(5));
+        f.finish(0, 5);
+        assert_eq!(f.resume_offset(0), Some(6));
+        f.finish(0, 6);
+        assert_eq!(f.resume_offset(0), Some(7));
     }
 }

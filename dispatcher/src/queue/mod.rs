@@ -8,6 +8,7 @@
 
 pub mod embedded;
 pub mod kafka;
+pub mod timed;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,6 +31,11 @@ pub trait Queue: Send + Sync {
     /// Messages accepted and not yet finished, for a queue that loses them when the process
     /// stops (embedded); `None` for a durable queue (Kafka re-delivers what was not finished).
     fn pending(&self) -> Option<u64>;
+    /// Consumer lag per partition this dispatcher consumes: messages in the queue its job has
+    /// not finished (for `/metrics`; may block on the broker, so call it off the runtime).
+    fn lag(&self) -> Vec<(i32, u64)> {
+        Vec::new()
+    }
 }
 
 /// One message for the job, with its completion token.
