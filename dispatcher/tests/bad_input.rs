@@ -638,8 +638,10 @@ fn unknown_paths_and_wrong_methods_are_not_200() {
     for (method, path) in [
         ("GET", "/goim/nope"),
         ("POST", "/goim/push/nope?operation=1"),
-        ("GET", "/"),
+        // `/` is the demo page; nothing else is served outside /goim/ and /metrics.
+        ("GET", "/index.html"),
         ("GET", "/goim"),
+        ("GET", "/goim/room/history/x"),
     ] {
         let (status, body) = http_raw(d.http_addr(), method, path, b"");
         assert_eq!(status, 404, "{method} {path}: {body:?}");
@@ -651,6 +653,7 @@ fn unknown_paths_and_wrong_methods_are_not_200() {
         ("GET", "/goim/push/all?operation=1"),
         ("POST", "/goim/online/total"),
         ("DELETE", "/goim/nodes/instances"),
+        ("POST", "/goim/room/history?type=live&room=1"),
     ] {
         let (status, body) = http_raw(d.http_addr(), method, path, b"");
         assert_ne!(status, 200, "{method} {path}: {body:?}");
