@@ -22,12 +22,14 @@
     AUTH: 7,
     AUTH_REPLY: 8,
     RAW: 9,
+    RECOVER: 26,
+    RECOVER_REPLY: 27,
   };
   const OP_NAMES = {
     2: 'heartbeat', 3: 'heartbeat reply', 4: 'send msg', 6: 'disconnect reply', 7: 'auth',
     8: 'auth reply', 9: 'raw batch', 12: 'change room', 13: 'change room reply', 14: 'sub',
     15: 'sub reply', 16: 'unsub', 17: 'unsub reply', 22: 'join room', 23: 'join room reply',
-    24: 'leave room', 25: 'leave room reply',
+    24: 'leave room', 25: 'leave room reply', 26: 'recover', 27: 'recover reply',
   };
   const encoder = new TextEncoder();
   const decoder = new TextDecoder('utf-8');
@@ -101,6 +103,10 @@
     lastReason: '', // the body of an op-6 (DisconnectReply), if one came
     hints: null, // goim's backoff hints from /goim/nodes/weighted
     timers: [],
+    // The room offset (seq) of the last room message shown, and its room: after a reconnect
+    // to the same room the page asks for what it missed (op 26).
+    lastOffset: null,
+    offsetRoom: '',
   };
   let wsSource = ''; // 'query', 'typed' or 'discovered'
   let msgCount = 0;
@@ -134,6 +140,7 @@
     const active = state === 'connected' || state === 'connecting' ||
       state === 'authenticating' || state === 'discovering' || state === 'reconnecting';
     $('disconnect').disabled = !active;
+    $('drop').disabled = state !== 'connected';
   }
 
   function setError(text) {
@@ -358,6 +365,13 @@
         setError('');
         setState('connected', `in ${conn.room} on ${conn.url}`);
         log(`auth reply (op 8): joined ${conn.room}`);
+        if (conn.lastOffset !== null && conn.offsetRoom === conn.room) {
+          // Back after a drop: the gateway sends what the room got after the last offset
+          // shown (op 27, then the messages), then the live stream.
+          const body = `${conn.lastOffset} ${conn.room}`;
+          conn.ws.send(encodeFrame(OP.RECOVER, ++conn.seq, body));
+          log(`sent recover (op 26): ${body}`);
+        }
         heartbeat();
         every(heartbeat, hbSecs * 1000);
         break;
@@ -370,6 +384,16 @@
       case OP.RAW:
         for (const inner of innerFrames(buf, f)) onPush(inner);
         break;
+      case OP.RECOVER_REPLY: {
+        const text = decoder.decode(f.body);
+        const ok = /^ok (\d+) (\d+) /.exec(text);
+        $('recovery').textContent = ok
+          ? `recovered ${ok[1]} missed message${ok[1] === '1' ? '' : 's'} (up to offset ${ok[2]})`
+          : `not recovered: ${text.replace(/^error: /, '')}`;
+        $('recovery').dataset.outcome = ok ? 'ok' : 'error';
+        log(`recover reply (op 27): ${text}`, !ok);
+        break;
+      }
       case OP.DISCONNECT_REPLY:
         conn.lastReason = decoder.decode(f.body);
         log(`the gateway is closing the connection (op 6): ${conn.lastReason}`, true);
@@ -452,12 +476,19 @@
 
   function onPush(f) {
     const text = decoder.decode(f.body);
+    // Room messages carry the room's offset in seq (key pushes and broadcasts: 0).
+    const offset = f.seq >>> 0;
+    if (offset !== 0) {
+      conn.lastOffset = offset;
+      conn.offsetRoom = conn.room;
+    }
     msgCount += 1;
     $('msg-count').textContent = String(msgCount);
 
     const li = document.createElement('li');
     li.className = 'msg';
     li.dataset.op = String(f.op);
+    if (offset !== 0) li.dataset.offset = String(offset);
     const t = document.createElement('span');
     t.className = 'msg-time';
     t.textContent = now();
@@ -649,6 +680,14 @@
     connect(false);
   });
   $('disconnect').addEventListener('click', disconnect);
+  // A network cut, as a tunnel or a switch of networks makes one: the socket goes, the page
+  // reconnects with the dispatcher's backoff hints and recovers what it missed.
+  $('drop').addEventListener('click', () => {
+    if (conn.ws) {
+      log('dropping the connection (simulated network cut)');
+      conn.ws.close(4000, 'simulated network cut');
+    }
+  });
   $('push-form').addEventListener('submit', push);
 
   applyParams();
