@@ -3,7 +3,8 @@
 //! consumer group and two gateways, and the consumer lag of every partition back to 0 once all
 //! is delivered; the lag counts pushes taken off the queue and not yet delivered; a dispatcher killed with SIGKILL mid-stream loses no push
 //! that got code 0; a broker outage gives code -500 within a few seconds and pushes flow again
-//! once the broker is back.
+//! once the broker is back; a client recovers what it missed from the history of the dispatcher
+//! consuming its room's partition, the other dispatcher answering that it holds none.
 
 mod support;
 
@@ -72,6 +73,61 @@ fn lag(http_addr: SocketAddr) -> Vec<(String, u64)> {
 fn push_room(http_addr: SocketAddr, room: usize, body: &str) -> serde_json::Value {
     let path = format!("/goim/push/room?operation=1000&type=live&room={room}");
     http(http_addr, "POST", &path, body.as_bytes()).1
+}
+
+#[test]
+fn heavy_kafka_recovery_comes_from_the_dispatcher_that_owns_the_room() {
+    let broker = Broker::start(0).unwrap();
+    let a = DispatcherProc::start("kafka-hist", &dispatcher_toml(broker.port()));
+    let b = DispatcherProc::start("kafka-hist", &dispatcher_toml(broker.port()));
+    let g = gateway("k-hist", &[a.link, b.link]);
+    let first = listen(client(&g, "live://7", Some(1), 60));
+    wait_conns(a.http, 1);
+    assert_eq!(push_room(a.http, 7, "first")["code"], 0);
+    let first = first.join().unwrap();
+    let offset = first
+        .iter()
+        .find(|l| l["op"] == 1000)
+        .and_then(|l| l["offset"].as_u64())
+        .unwrap_or_else(|| panic!("{first:?}")) as u32;
+    wait_conns(a.http, 0);
+    for i in 0..200 {
+        let via = if i % 2 == 0 { a.http } else { b.http };
+        assert_eq!(push_room(via, 7, &format!("m{i}"))["code"], 0);
+    }
+    // One dispatcher holds the room's history (it consumes the partition), the other none.
+    let newest = u64::from(offset.wrapping_add(200));
+    let t = Instant::now();
+    let history = |addr| http(addr, "GET", "/goim/room/history?type=live&room=7", b"").1;
+    loop {
+        let (ha, hb) = (history(a.http), history(b.http));
+        let held: Vec<&serde_json::Value> =
+            [&ha, &hb].into_iter().filter(|h| h["code"] == 0).collect();
+        if held.len() == 1 && held[0]["data"]["newest"] == newest {
+            assert_eq!([&ha, &hb].iter().filter(|h| h["code"] == -404).count(), 1);
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the history never held the 200: a {ha}, b {hb}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut args = client(&g, "live://7", Some(201), 60);
+    args.since = Some(offset);
+    let back = listen(args);
+    wait_conns(a.http, 1);
+    assert_eq!(push_room(b.http, 7, "live")["code"], 0);
+    let back = back.join().unwrap();
+    let reply = back
+        .iter()
+        .find(|l| l["op"] == protocol::op::RECOVER_REPLY)
+        .unwrap_or_else(|| panic!("{back:?}"));
+    assert_eq!(reply["body"], format!("ok 200 {newest} live://7"));
+    let mut want: Vec<String> = (0..200).map(|i| format!("m{i}")).collect();
+    want.push("live".into());
+    assert_eq!(bodies(&back), want);
+    g.stop();
 }
 
 #[test]
