@@ -14,17 +14,25 @@ use crate::shard::Shared;
 /// Gauges among the counters (the rest are monotonic counters).
 const GAUGES: [&str; 3] = ["connections", "authenticated", "rooms"];
 
-/// Counters rendered as one family with a `reason` label: (field prefix, metric, help).
-const BY_REASON: [(&str, &str, &str); 2] = [
+/// Counters rendered as one family with a label: (field prefix, metric, help, label).
+const BY_REASON: [(&str, &str, &str, &str); 3] = [
     (
         "auth_failed_",
         "corecast_gateway_auth_failures_total",
         "auths refused, by reason (not_json, unsigned, no_expiry, bad_signature, expired, newline)",
+        "reason",
     ),
     (
         "refused_",
         "corecast_gateway_refused_total",
         "connections refused before auth, by reason (gateway_full, ip_limit, ip_rate, memory, origin)",
+        "reason",
+    ),
+    (
+        "recovery_",
+        "corecast_gateway_recoveries_total",
+        "recoveries (op 26) by outcome (found, too_old, unknown, timeout, refused)",
+        "outcome",
     ),
 ];
 
@@ -35,7 +43,7 @@ pub fn render(shared: &Shared, ingress: &Ingress) -> String {
     let mut out = String::new();
     if let Some(first) = shards.first() {
         let fields = first.fields();
-        for (prefix, metric, help) in BY_REASON {
+        for (prefix, metric, help, label) in BY_REASON {
             let _ = writeln!(out, "# HELP {metric} {help}");
             let _ = writeln!(out, "# TYPE {metric} counter");
             for (i, (name, _, _)) in fields.iter().enumerate() {
@@ -45,14 +53,14 @@ pub fn render(shared: &Shared, ingress: &Ingress) -> String {
                 for (shard, c) in shards.iter().enumerate() {
                     let _ = writeln!(
                         out,
-                        "{metric}{{shard=\"{shard}\",reason=\"{reason}\"}} {}",
+                        "{metric}{{shard=\"{shard}\",{label}=\"{reason}\"}} {}",
                         c.fields()[i].2
                     );
                 }
             }
         }
         for (i, (name, help, _)) in fields.into_iter().enumerate() {
-            if BY_REASON.iter().any(|(p, _, _)| name.starts_with(p)) {
+            if BY_REASON.iter().any(|(p, _, _, _)| name.starts_with(p)) {
                 continue;
             }
             let kind = if GAUGES.contains(&name) {

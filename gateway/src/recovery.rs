@@ -54,7 +54,7 @@ impl Shard {
         let (since, room) = match history::parse_recover(body) {
             Ok((since, room)) => (since, room.to_string()),
             Err(e) => {
-                self.stats.recover_refused += 1;
+                self.stats.recovery_refused += 1;
                 return self.reply(
                     h,
                     &header,
@@ -69,7 +69,7 @@ impl Shard {
         let id = conn_id(shard, h, conn.gen_);
         let pending = self.recovers.get(&id);
         if pending.is_some_and(|list| list.iter().any(|p| p.room == room)) {
-            self.stats.recover_refused += 1;
+            self.stats.recovery_refused += 1;
             let text = format!("error: a recovery of room {room} is already in progress");
             return self.reply(h, &header, op::RECOVER_REPLY, text.as_bytes());
         }
@@ -83,7 +83,7 @@ impl Shard {
             .iter()
             .position(|&(idx, _, _)| rooms.get(idx).is_some_and(|r| *r.name == *room));
         if joined.is_none() && conn.rooms.len() + waiting_rooms >= cap {
-            self.stats.recover_refused += 1;
+            self.stats.recovery_refused += 1;
             let text = format!("error: room cap of {cap} reached");
             return self.reply(h, &header, op::RECOVER_REPLY, text.as_bytes());
         }
@@ -201,7 +201,7 @@ impl Shard {
                 // or the cap's policy would act on the recovery itself.
                 let fits = self.shared.config.limits.outbound_cap_bytes / 2;
                 if missed.len() > fits {
-                    self.stats.recover_too_old += 1;
+                    self.stats.recovery_too_old += 1;
                     let text = format!(
                         "error: too old: the {count} missed messages of room {} are {} bytes, more than half limits.outbound_cap_bytes ({fits}); GET /goim/room/history serves them",
                         p.room,
@@ -211,32 +211,32 @@ impl Shard {
                     count = 0;
                     text
                 } else {
-                    self.stats.recover_found += 1;
+                    self.stats.recovery_found += 1;
                     self.stats.recovered_messages += u64::from(count);
                     String::from_utf8_lossy(&history::recovered_body(count, a.newest, &p.room))
                         .into_owned()
                 }
             }
             Outcome::History(a) => {
-                self.stats.recover_too_old += 1;
+                self.stats.recovery_too_old += 1;
                 format!("error: too old: {}", a.detail)
             }
             Outcome::Unknown => {
-                self.stats.recover_unknown += 1;
+                self.stats.recovery_unknown += 1;
                 format!(
                     "error: no history of room {}: no dispatcher holds one (never pushed, or idle too long); joined live",
                     p.room
                 )
             }
             Outcome::TimedOut => {
-                self.stats.recover_timeouts += 1;
+                self.stats.recovery_timeout += 1;
                 format!(
                     "error: history unavailable: no dispatcher answered within {} ms; joined live",
                     self.shared.config.limits.recover_timeout_ms
                 )
             }
             Outcome::NoLink => {
-                self.stats.recover_unknown += 1;
+                self.stats.recovery_unknown += 1;
                 format!(
                     "error: history unavailable: this gateway has no dispatcher link; joined {} live",
                     p.room

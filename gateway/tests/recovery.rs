@@ -163,7 +163,7 @@ fn no_answer_within_the_timeout_is_told_and_joins_live() {
     push_room(&gw, "live://quiet", 1000, &[b"q"]);
     assert_eq!(pushed(&mut c, 1)[0].1, "q");
     eventually(5, "the timeout counted", || {
-        gw.stats().iter().map(|s| s.recover_timeouts).sum::<u64>() == 1
+        gw.stats().iter().map(|s| s.recovery_timeout).sum::<u64>() == 1
     });
 }
 
@@ -231,7 +231,7 @@ fn the_room_cap_counts_recoveries_in_progress_and_one_per_room() {
     let got: Vec<String> = pushed(&mut c, 2).into_iter().map(|(_, b)| b).collect();
     assert_eq!(got, ["a", "b"]);
     eventually(5, "the refusals counted", || {
-        gw.stats().iter().map(|s| s.recover_refused).sum::<u64>() == 2
+        gw.stats().iter().map(|s| s.recovery_refused).sum::<u64>() == 2
     });
 }
 
