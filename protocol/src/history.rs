@@ -112,7 +112,16 @@ pub fn offsets(frames: &[u8]) -> Result<Vec<(u32, std::ops::Range<usize>)>> {
 
 /// The offset of the last inner frame, if any (a shard notes what it delivered last).
 pub fn last_offset(frames: &[u8]) -> Option<u32> {
-    offsets(frames).ok()?.last().map(|(o, _)| *o)
+    let mut at = 0;
+    let mut last = None;
+    while at < frames.len() {
+        let len = inner_len(frames, at).ok()?;
+        let mut seq = [0u8; 4];
+        seq.copy_from_slice(&frames[at + 12..at + 16]);
+        last = Some(u32::from_be_bytes(seq));
+        at += len;
+    }
+    last
 }
 
 fn inner_len(frames: &[u8], at: usize) -> Result<usize> {
