@@ -34,6 +34,9 @@ pub(crate) struct Pending {
     header: Header,
     /// Offsets (lo, hi] already sent to the connection while it was in the room.
     sent: Option<(u32, u32)>,
+    /// Where the room was among the connection's rooms, if it was in it: it goes back there
+    /// (the first room is the one heartbeat replies count and ChangeRoom manages).
+    position: Option<usize>,
     /// Answers still to come.
     waiting: usize,
     deadline: u64,
@@ -109,6 +112,7 @@ impl Shard {
             since,
             header,
             sent,
+            position: joined,
             waiting: 0,
             deadline: self.now + self.shared.config.limits.recover_timeout_ms,
         };
@@ -258,6 +262,13 @@ impl Shard {
         }
         if self.conn(h).is_some_and(|c| c.state == State::Open) {
             self.join(h, &p.room);
+            if let Some(i) = p.position
+                && let Some(conn) = self.conn(h)
+                && i + 1 < conn.rooms.len()
+                && let Some(seat) = conn.rooms.pop()
+            {
+                conn.rooms.insert(i, seat);
+            }
         }
     }
 }

@@ -250,3 +250,26 @@ fn an_answer_for_a_connection_that_left_is_dropped() {
     push_room(&gw, "live://left", 1000, &[b"y"]);
     assert_eq!(pushed(&mut d, 1)[0].1, "y");
 }
+
+/// A connection in two rooms recovers its first one: it stays first, so heartbeat replies
+/// still count that room.
+#[test]
+fn a_recovered_room_keeps_its_place_among_the_connections_rooms() {
+    let mut gw = start(config());
+    let up = gw.take_uplink().unwrap();
+    let mut c = Client::auth(&gw, Transport::Tcp, &token(1, "", "live://first", &[]));
+    c.send(1, op::JOIN_ROOM, 3, b"live://second");
+    assert_eq!(c.recv().unwrap().op, op::JOIN_ROOM_REPLY);
+    // Another member in live://second only, so the two rooms' counts differ.
+    let _other = Client::auth(&gw, Transport::Tcp, &token(2, "", "live://second", &[]));
+    recover(&mut c, 1, "live://first");
+    let r = request(&up);
+    answer(&gw, &r, history_status::FOUND, Vec::new(), 1);
+    assert_eq!(reply(&mut c), "ok 0 1 live://first");
+    eventually(5, "the heartbeat counts live://first (1 member)", || {
+        c.send(1, op::HEARTBEAT, 8, b"");
+        let f = c.recv().unwrap();
+        assert_eq!(f.op, op::HEARTBEAT_REPLY);
+        f.body == 1i32.to_be_bytes()
+    });
+}
