@@ -328,10 +328,10 @@ fn recover_joins_a_room_the_token_did_not_name() {
     assert_eq!(b.message().1, "z");
 }
 
-/// Away longer than the history holds (by count, and by age): told so, then live.
+/// Away longer than the history holds (by count): told so, then live.
 #[test]
 fn a_client_away_too_long_is_told_so_and_gets_the_live_stream() {
-    let up = up_with_history("messages = 100\nmax_age_ms = 1500");
+    let up = up_with_history("messages = 100");
     let room = "live://long";
     let mut a = Client::connect(&up, false, room, "long");
     up.wait_conns(1);
@@ -353,19 +353,69 @@ fn a_client_away_too_long_is_told_so_and_gets_the_live_stream() {
     push(&up, room, "live");
     let (seq, body) = a.message();
     assert_eq!((seq, body.as_str()), (last.wrapping_add(501), "live"));
-    // By age: nothing pushed for longer than max_age_ms; the messages after `seq` are gone.
-    drop(a);
-    up.wait_conns(0);
-    push(&up, room, "aging");
-    std::thread::sleep(Duration::from_millis(2_000));
-    push(&up, room, "fresh");
-    wait_flushed(&up, room, seq.wrapping_add(2));
-    let mut a = Client::connect(&up, true, room, "long");
-    let reply = a.recover(seq, room);
-    assert!(reply.starts_with("error: too old: 1 messages"), "{reply}");
     // From before a restart of the history: an offset it never gave.
     let reply = a.recover(seq.wrapping_add(1_000_000), room);
     assert!(reply.contains("from before a restart"), "{reply}");
+}
+
+/// Away longer than the history keeps messages (by age): told so.
+#[test]
+fn messages_older_than_the_age_are_gone_and_the_client_is_told() {
+    let up = up_with_history("messages = 100\nmax_age_ms = 1000");
+    let room = "live://aging";
+    let mut a = Client::connect(&up, true, room, "aging");
+    up.wait_conns(1);
+    push(&up, room, "seen");
+    let (seq, _) = a.message();
+    drop(a);
+    up.wait_conns(0);
+    push(&up, room, "aging");
+    // Well past max_age_ms, then one more push (recording drops what aged out).
+    std::thread::sleep(Duration::from_millis(2_000));
+    push(&up, room, "fresh");
+    wait_flushed(&up, room, seq.wrapping_add(2));
+    let mut a = Client::connect(&up, true, room, "aging");
+    let reply = a.recover(seq, room);
+    assert!(reply.starts_with("error: too old: 1 messages"), "{reply}");
+    // What is still held is still recovered.
+    let reply = a.recover(seq.wrapping_add(1), room);
+    assert_eq!(
+        history::parse_recover_reply(reply.as_bytes()).map(|r| r.count),
+        Ok(1),
+        "{reply}"
+    );
+    assert_eq!(a.message().1, "fresh");
+}
+
+/// More missed than half the gateway's outbound cap: the dispatcher answers too old (the
+/// gateway said how much it takes) instead of sending it.
+#[test]
+fn a_history_larger_than_the_gateway_takes_is_answered_too_old() {
+    let up = Up::start(
+        &format!("{GATEWAY_TOML}\n[limits]\noutbound_cap_bytes = 4096\n"),
+        &format!("{DISPATCHER_TOML}\n[history]\nmessages = 1000\n"),
+    );
+    let room = "live://big";
+    let mut a = Client::connect(&up, false, room, "big");
+    up.wait_conns(1);
+    push(&up, room, "seen");
+    let (last, _) = a.message();
+    drop(a);
+    up.wait_conns(0);
+    let body = "x".repeat(200);
+    for _ in 0..20 {
+        push(&up, room, &body);
+    }
+    wait_flushed(&up, room, last.wrapping_add(20));
+    let mut a = Client::connect(&up, false, room, "big");
+    let reply = a.recover(last, room);
+    assert!(
+        reply.starts_with("error: too old: the 20 missed messages of room live://big are 4320 bytes, more than the 2048"),
+        "{reply}"
+    );
+    assert!(reply.contains("GET /goim/room/history"), "{reply}");
+    push(&up, room, "live");
+    assert_eq!(a.message().1, "live");
 }
 
 #[test]
@@ -482,8 +532,11 @@ fn listen_since_recovers_and_prints_offsets() {
     args.since = Some(first);
     args.count = Some(4);
     let listener = support::listen(args);
-    // Then one live message: up.wait_conns counts the listener once it is in.
-    up.wait_conns(2);
+    // Then one live message, once the recovery was answered.
+    up.wait_for("the recovery answered", |up| {
+        let (_, text) = support::http_raw(up.http, "GET", "/metrics", b"");
+        text.contains("corecast_dispatcher_recover_found_total 1\n")
+    });
     push(&up, room, "c4");
     let lines = listener.join().unwrap();
     let reply = lines

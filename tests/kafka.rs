@@ -70,6 +70,12 @@ fn lag(http_addr: SocketAddr) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// A dispatcher process's counter (its /metrics).
+fn metric(http_addr: SocketAddr, name: &str) -> u64 {
+    let (_, text) = support::http_raw(http_addr, "GET", "/metrics", b"");
+    support::procs::metric(&text, name)
+}
+
 fn push_room(http_addr: SocketAddr, room: usize, body: &str) -> serde_json::Value {
     let path = format!("/goim/push/room?operation=1000&type=live&room={room}");
     http(http_addr, "POST", &path, body.as_bytes()).1
@@ -81,6 +87,23 @@ fn heavy_kafka_recovery_comes_from_the_dispatcher_that_owns_the_room() {
     let a = DispatcherProc::start("kafka-hist", &dispatcher_toml(broker.port()));
     let b = DispatcherProc::start("kafka-hist", &dispatcher_toml(broker.port()));
     let g = gateway("k-hist", &[a.link, b.link]);
+    // The group settled: the 4 partitions split between the two (each change of assignment
+    // clears a dispatcher's history, so the offsets below must come after the last one).
+    let t = Instant::now();
+    loop {
+        let (la, lb) = (lag(a.http), lag(b.http));
+        let mut parts: Vec<&String> = la.iter().chain(&lb).map(|(p, _)| p).collect();
+        parts.sort();
+        parts.dedup();
+        if !la.is_empty() && !lb.is_empty() && la.len() + lb.len() == 4 && parts.len() == 4 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the group never split the partitions: a {la:?}, b {lb:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let first = listen(client(&g, "live://7", Some(1), 60));
     wait_conns(a.http, 1);
     assert_eq!(push_room(a.http, 7, "first")["code"], 0);
@@ -116,7 +139,18 @@ fn heavy_kafka_recovery_comes_from_the_dispatcher_that_owns_the_room() {
     let mut args = client(&g, "live://7", Some(201), 60);
     args.since = Some(offset);
     let back = listen(args);
-    wait_conns(a.http, 1);
+    // The live push once the recovery was answered (by the owner; the other said unknown).
+    let t = Instant::now();
+    while metric(a.http, "corecast_dispatcher_recover_found_total")
+        + metric(b.http, "corecast_dispatcher_recover_found_total")
+        == 0
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no recovery answered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(push_room(b.http, 7, "live")["code"], 0);
     let back = back.join().unwrap();
     let reply = back

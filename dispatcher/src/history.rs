@@ -67,6 +67,9 @@ pub struct History {
     /// Messages held over all rooms.
     held: usize,
     seed: std::collections::hash_map::RandomState,
+    /// Room logs made so far: mixed into each new room's first offset, so a room forgotten
+    /// and made again does not start where it started before.
+    made: u64,
     last_sweep: Option<Instant>,
 }
 
@@ -81,6 +84,7 @@ impl History {
             bytes: 0,
             held: 0,
             seed: std::collections::hash_map::RandomState::new(),
+            made: 0,
             last_sweep: None,
         }
     }
@@ -98,7 +102,8 @@ impl History {
         let key: Arc<str> = match self.rooms.get_key_value(room) {
             Some((k, _)) => k.clone(),
             None => {
-                let base = self.seed.hash_one(room) as u32;
+                self.made += 1;
+                let base = self.seed.hash_one((room, self.made)) as u32;
                 let key: Arc<str> = Arc::from(room);
                 self.rooms.insert(
                     key.clone(),
@@ -119,6 +124,8 @@ impl History {
         log.last_record = now;
         let frames = Bytes::from(frames);
         if self.messages == 0 {
+            // Nothing kept, but rooms are still forgotten once idle.
+            self.expire(now);
             return Ok(frames);
         }
         for (offset, range) in history::offsets(&frames)? {
@@ -248,6 +255,16 @@ impl History {
             log.msgs.iter().map(|(o, _, f)| (*o, f.clone())).collect(),
             log.newest(),
         ))
+    }
+
+    /// Forgets every room (a Kafka rebalance moved partitions: rooms this dispatcher no longer
+    /// batches must not be answered from here, and those it still batches start afresh, with
+    /// new first offsets, so clients are told their offsets are from before a restart).
+    pub fn clear(&mut self) {
+        self.rooms.clear();
+        self.order.clear();
+        self.bytes = 0;
+        self.held = 0;
     }
 
     /// Bytes of message frames held.
@@ -430,6 +447,24 @@ mod tests {
         };
         assert_eq!(msgs.len(), 10);
         assert_eq!(msgs[9].0, newest);
+    }
+
+    #[test]
+    fn a_room_forgotten_and_made_again_starts_elsewhere() {
+        let t = Instant::now();
+        let mut h = History::new(&cfg(10, 1_000, 1 << 20));
+        let first = offsets(&h.record("r", batch(&["a"]), t).unwrap())[0];
+        h.expire(t + Duration::from_secs(10));
+        assert_eq!(h.since("r", first), Since::Unknown);
+        let again = offsets(
+            &h.record("r", batch(&["b"]), t + Duration::from_secs(10))
+                .unwrap(),
+        )[0];
+        assert_ne!(again, first);
+        assert!(matches!(h.since("r", first), Since::TooOld { .. }));
+        h.clear();
+        assert_eq!((h.rooms(), h.held(), h.bytes()), (0, 0, 0));
+        assert_eq!(h.since("r", again), Since::Unknown);
     }
 
     #[test]

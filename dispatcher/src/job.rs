@@ -39,7 +39,9 @@ pub(crate) async fn run(
     let cfg = &app.config.job;
     let linger = Duration::from_millis(cfg.room_linger_ms);
     let mut batcher = Batcher::new(cfg.room_batch, cfg.room_batch_bytes, linger);
+    let mut assignment = 0;
     loop {
+        follow_assignment(&app, &mut assignment);
         let deadline = batcher.next_deadline();
         let next = tokio::select! {
             d = rx.recv() => match d {
@@ -47,6 +49,7 @@ pub(crate) async fn run(
                 None => break,
             },
             Some((gateway, req)) = recover.recv() => {
+                follow_assignment(&app, &mut assignment);
                 answer_recover(&app, &gateway, req).await;
                 None
             }
@@ -109,6 +112,21 @@ async fn handle(app: &Arc<App>, batcher: &mut Batcher, d: Delivery) {
     }
 }
 
+/// Forgets the room history when the queue's partitions moved since the last look.
+fn follow_assignment(app: &App, seen: &mut u64) {
+    let now = app
+        .metrics
+        .queue_assignment_changes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if now != *seen {
+        *seen = now;
+        app.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+}
+
 /// Answers a gateway's recover request from the history. It goes into the gateway's queue
 /// behind every room batch sent so far, all of whose offsets the answer covers.
 async fn answer_recover(app: &Arc<App>, gateway: &str, req: RecoverRequest) {
@@ -117,7 +135,24 @@ async fn answer_recover(app: &Arc<App>, gateway: &str, req: RecoverRequest) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .since(&req.room, req.since);
+    // What the gateway takes for the connection, and what one link message carries.
+    let link = protocol::link::MAX_LINK_MESSAGE / 2;
+    let limit = match req.max_bytes as usize {
+        0 => link,
+        n => n.min(link),
+    };
     let (status, frames, newest, detail) = match since {
+        Since::Found { frames, newest }
+            if frames.iter().map(|f| f.len()).sum::<usize>() > limit =>
+        {
+            let bytes: usize = frames.iter().map(|f| f.len()).sum();
+            let detail = format!(
+                "the {} missed messages of room {} are {bytes} bytes, more than the {limit} the gateway takes for one connection (half its limits.outbound_cap_bytes); GET /goim/room/history serves them",
+                frames.len(),
+                req.room
+            );
+            (history_status::TOO_OLD, Vec::new(), newest, detail)
+        }
         Since::Found { frames, newest } => (history_status::FOUND, frames, newest, String::new()),
         Since::TooOld { detail, newest } => (history_status::TOO_OLD, Vec::new(), newest, detail),
         Since::Unknown => (history_status::UNKNOWN, Vec::new(), 0, String::new()),

@@ -118,6 +118,9 @@ counters! {
     session_errors,
     /// Upstream client messages received from gateways.
     upstream_messages,
+    /// Times this dispatcher's Kafka partition assignment changed (each clears the room
+    /// history: rooms may have moved to or from another dispatcher).
+    queue_assignment_changes,
     /// Recover requests answered with the missed messages.
     recover_found,
     /// Recover requests answered "too old" (the gap is beyond the history).

@@ -260,6 +260,12 @@ impl Config {
                 ));
             }
         }
+        if !(1..=600_000).contains(&self.limits.recover_timeout_ms) {
+            return bad(format!(
+                "limits.recover_timeout_ms = {} must be from 1 to 600000 (10 minutes)",
+                self.limits.recover_timeout_ms
+            ));
+        }
         if self.limits.connect_rate_per_ip > 0 && self.limits.connect_burst_per_ip == 0 {
             return bad("limits.connect_burst_per_ip must be at least 1 when limits.connect_rate_per_ip is set".into());
         }
@@ -366,6 +372,11 @@ mod tests {
         assert!(e.to_string().contains("auth.mode \"jwt\""), "{e}");
         let e = Config::from_toml("[auth]\nmode = \"hmac\"").unwrap_err();
         assert!(e.to_string().contains("auth.secrets"), "{e}");
+        let e = Config::from_toml("[limits]\nrecover_timeout_ms = 0").unwrap_err();
+        assert!(
+            e.to_string().contains("limits.recover_timeout_ms = 0"),
+            "{e}"
+        );
         let e = Config::from_toml("[limits]\nslow_consumer = \"ignore\"").unwrap_err();
         assert!(e.to_string().contains("limits.slow_consumer"), "{e}");
         let e = Config::from_toml("[engine]\nrecv_buffers = 1000").unwrap_err();

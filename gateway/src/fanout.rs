@@ -59,6 +59,9 @@ impl Shard {
         let limit = MERGE_MAX_BYTES.min(self.shared.config.limits.outbound_cap_bytes / 2);
         let mut merged = std::mem::take(&mut self.merge_scratch);
         let mut bytes = batch.tcp_len();
+        // Whether the merged batches' offsets follow each other.
+        let first = last.wrapping_sub(batch.messages().saturating_sub(1));
+        let mut contiguous = true;
         merged.push(batch);
         while let Some(next) = self.next_msg() {
             match next {
@@ -68,6 +71,8 @@ impl Shard {
                     last: l,
                 } if r == room && bytes + b.tcp_len() <= limit => {
                     bytes += b.tcp_len();
+                    contiguous &=
+                        l.wrapping_sub(b.messages().saturating_sub(1)) == last.wrapping_add(1);
                     last = l;
                     merged.push(b);
                 }
@@ -91,8 +96,12 @@ impl Shard {
         members.clear();
         if let Some(r) = self.rooms.get_mut(idx) {
             members.extend_from_slice(&r.members);
+            let follows = r.fanned == 0 || first == r.last.wrapping_add(1);
             r.fanned = r.fanned.wrapping_add(batch.messages());
             r.last = last;
+            if !(follows && contiguous) {
+                r.break_at = r.fanned;
+            }
         }
         self.room_job = Some(RoomJob {
             room,

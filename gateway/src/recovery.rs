@@ -9,11 +9,13 @@
 //! missed messages and joins, so the next batch it gets is the one after `newest`.
 //!
 //! A connection already in the room (its token named it) has been sent the last
-//! `room.fanned - mark` offsets since it joined; those are not sent again. An answer "no
-//! history here" from one dispatcher waits for the others (as many as there are links); none
-//! answering within `limits.recover_timeout_ms` is answered "unavailable". Every outcome is a
-//! RecoverReply (op 27) the client can read, and every outcome but a refused request joins the
-//! room.
+//! `room.fanned - mark` offsets since it joined; those are not sent again, unless the room's
+//! offsets jumped since it joined (`room.break_at`): then everything after its offset is sent,
+//! maybe again, never leaving a gap. An answer "no history here" from one dispatcher waits for
+//! the others (as many as there are links); none answering within `limits.recover_timeout_ms`
+//! is answered "unavailable". One recovery at a time per connection; LeaveRoom and ChangeRoom
+//! cancel it. Every outcome is a RecoverReply (op 27) the client can read, and every outcome
+//! but a refused or cancelled request joins the room.
 
 use std::rc::Rc;
 
@@ -37,8 +39,9 @@ pub(crate) struct Pending {
     /// Where the room was among the connection's rooms, if it was in it: it goes back there
     /// (the first room is the one heartbeat replies count and ChangeRoom manages).
     position: Option<usize>,
-    /// Answers still to come.
+    /// Answers still to come, of how many asked.
     waiting: usize,
+    asked: usize,
     deadline: u64,
 }
 
@@ -52,6 +55,42 @@ enum Outcome {
 }
 
 impl Shard {
+    /// Where `room` is among connection `h`'s rooms.
+    pub(crate) fn room_position(&mut self, h: u32, room: &str) -> Option<usize> {
+        let conn = crate::shard::conn_of(&mut self.rings, h)?;
+        let rooms = &self.rooms;
+        conn.rooms
+            .iter()
+            .position(|&(idx, _, _)| rooms.get(idx).is_some_and(|r| *r.name == *room))
+    }
+
+    /// The room of connection `h`'s recovery in progress, if any.
+    pub(crate) fn recovering(&mut self, h: u32) -> Option<String> {
+        if self.recovers.is_empty() {
+            return None;
+        }
+        let shard = self.id as u16;
+        let id = conn_id(shard, h, self.conn(h)?.gen_);
+        self.recovers
+            .get(&id)
+            .and_then(|list| list.first())
+            .map(|p| p.room.clone())
+    }
+
+    /// Ends connection `h`'s recovery in progress without joining its room, telling the
+    /// client why (it changed its rooms meanwhile: ChangeRoom, LeaveRoom).
+    pub(crate) fn cancel_recover(&mut self, h: u32, why: &str) {
+        let shard = self.id as u16;
+        let Some(id) = self.conn(h).map(|c| conn_id(shard, h, c.gen_)) else {
+            return;
+        };
+        for p in self.recovers.remove(&id).unwrap_or_default() {
+            self.stats.recovery_refused += 1;
+            let text = format!("error: recovery of room {} cancelled by {why}", p.room);
+            self.reply(h, &p.header, op::RECOVER_REPLY, text.as_bytes());
+        }
+    }
+
     /// A Recover frame (op 26) from an open connection.
     pub(crate) fn start_recover(&mut self, h: u32, header: Header, body: &[u8]) {
         let (since, room) = match history::parse_recover(body) {
@@ -70,22 +109,19 @@ impl Shard {
         let shard = self.id as u16;
         let Some(conn) = self.conn(h) else { return };
         let id = conn_id(shard, h, conn.gen_);
-        let pending = self.recovers.get(&id);
-        if pending.is_some_and(|list| list.iter().any(|p| p.room == room)) {
+        // One recovery at a time per connection: each answer can be up to half the outbound
+        // cap, and a client must not make its gateway and dispatchers do that in a loop.
+        if let Some(p) = self.recovers.get(&id).and_then(|list| list.first()) {
             self.stats.recovery_refused += 1;
-            let text = format!("error: a recovery of room {room} is already in progress");
+            let text = format!(
+                "error: a recovery of room {} is already in progress (one at a time)",
+                p.room
+            );
             return self.reply(h, &header, op::RECOVER_REPLY, text.as_bytes());
         }
-        let waiting_rooms = pending.map_or(0, Vec::len);
-        let Some(conn) = crate::shard::conn_of(&mut self.rings, h) else {
-            return;
-        };
-        let rooms = &self.rooms;
-        let joined = conn
-            .rooms
-            .iter()
-            .position(|&(idx, _, _)| rooms.get(idx).is_some_and(|r| *r.name == *room));
-        if joined.is_none() && conn.rooms.len() + waiting_rooms >= cap {
+        let joined = self.room_position(h, &room);
+        let Some(conn) = self.conn(h) else { return };
+        if joined.is_none() && conn.rooms.len() >= cap {
             self.stats.recovery_refused += 1;
             let text = format!("error: room cap of {cap} reached");
             return self.reply(h, &header, op::RECOVER_REPLY, text.as_bytes());
@@ -101,7 +137,9 @@ impl Shard {
             let (idx, pos, mark) = conn.rooms.remove(i);
             if let Some(r) = self.rooms.get(idx) {
                 let d = r.fanned.wrapping_sub(mark);
-                if d > 0 {
+                // Joined before offsets last jumped: what it was sent is not one run.
+                let broken = (r.break_at.wrapping_sub(mark) as i32) > 0;
+                if d > 0 && !broken {
                     sent = Some((r.last.wrapping_sub(d), r.last));
                 }
             }
@@ -114,6 +152,7 @@ impl Shard {
             sent,
             position: joined,
             waiting: 0,
+            asked: 0,
             deadline: self.now + self.shared.config.limits.recover_timeout_ms,
         };
         use std::sync::atomic::Ordering;
@@ -122,10 +161,12 @@ impl Shard {
         }
         // Each link answers; a gateway whose uplink a test or `corecast up` took has one.
         p.waiting = self.shared.links_up.load(Ordering::Relaxed).max(1);
+        p.asked = p.waiting;
         self.send_up(Body::RecoverRequest(RecoverRequest {
             conn_id: id,
             room: p.room.clone(),
             since,
+            max_bytes: (self.shared.config.limits.outbound_cap_bytes / 2) as u64,
         }));
         self.recovers.entry(id).or_default().push(p);
         self.stats.recover_requests += 1;
@@ -234,10 +275,19 @@ impl Shard {
             }
             Outcome::TimedOut => {
                 self.stats.recovery_timeout += 1;
-                format!(
-                    "error: history unavailable: no dispatcher answered within {} ms; joined live",
-                    self.shared.config.limits.recover_timeout_ms
-                )
+                let ms = self.shared.config.limits.recover_timeout_ms;
+                if p.waiting == p.asked {
+                    format!(
+                        "error: history unavailable: no dispatcher answered within {ms} ms; joined live"
+                    )
+                } else {
+                    format!(
+                        "error: history unavailable: {} of {} dispatchers answered within {ms} ms and none of them holds room {}'s history; joined live",
+                        p.asked - p.waiting,
+                        p.asked,
+                        p.room
+                    )
+                }
             }
             Outcome::NoLink => {
                 self.stats.recovery_unknown += 1;
@@ -257,10 +307,12 @@ impl Shard {
             } else {
                 batch.ws()
             };
-            self.enqueue(h, &Rc::new(bytes), count, false);
+            // Not droppable under drop-oldest: the reply said they follow.
+            self.enqueue(h, &Rc::new(bytes), count, true);
             self.close_deferred();
         }
-        if self.conn(h).is_some_and(|c| c.state == State::Open) {
+        let member = self.room_position(h, &p.room).is_some();
+        if !member && self.conn(h).is_some_and(|c| c.state == State::Open) {
             self.join(h, &p.room);
             if let Some(i) = p.position
                 && let Some(conn) = self.conn(h)

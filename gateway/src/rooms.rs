@@ -74,6 +74,11 @@ pub struct Room {
     /// `fanned - m` offsets up to `last` (what a recovery must not send it twice).
     pub fanned: u32,
     pub last: u32,
+    /// `fanned` after the last batch whose offsets did not follow the previous ones (a resend,
+    /// a dropped batch, another dispatcher's numbering): a member that joined before it may not
+    /// have been sent a contiguous run, so a recovery sends it everything after its offset
+    /// (maybe again) rather than risk a gap.
+    pub break_at: u32,
 }
 
 impl Room {
@@ -148,6 +153,7 @@ impl Rooms {
                     members: Vec::new(),
                     fanned: 0,
                     last: 0,
+                    break_at: 0,
                 };
                 let i = match self.free.pop() {
                     Some(i) => {

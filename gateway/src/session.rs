@@ -328,6 +328,15 @@ impl Shard {
     }
 
     fn on_open_frame(&mut self, h: u32, header: Header, body: &[u8]) {
+        // A recovery in progress holds a room the connection is about to join: the room ops
+        // take it into account.
+        let recovering = match header.op {
+            op::CHANGE_ROOM | op::JOIN_ROOM | op::LEAVE_ROOM => self.recovering(h),
+            _ => None,
+        };
+        if header.op == op::CHANGE_ROOM && recovering.is_some() {
+            self.cancel_recover(h, "ChangeRoom");
+        }
         let now = self.now;
         let hb = self.shared.config.limits.heartbeat_timeout_ms;
         let cap = self.shared.config.limits.max_rooms_per_conn;
@@ -371,9 +380,14 @@ impl Shard {
                     .rooms
                     .iter()
                     .any(|&(idx, _, _)| self.rooms.get(idx).is_some_and(|r| *r.name == *room));
+                let pending = usize::from(recovering.is_some());
                 let refusal = if room.is_empty() {
                     Some("error: empty room key".to_string())
-                } else if !already && conn.rooms.len() >= cap {
+                } else if recovering.as_deref() == Some(&*room) {
+                    Some(format!(
+                        "error: a recovery of room {room} is in progress: it joins the room"
+                    ))
+                } else if !already && conn.rooms.len() + pending >= cap {
                     Some(format!("error: room cap of {cap} reached"))
                 } else {
                     None
@@ -399,6 +413,11 @@ impl Shard {
                     Some(i) => {
                         let (idx, pos, _) = conn.rooms.remove(i);
                         self.leave_at(idx, pos);
+                        self.reply(h, &header, op::LEAVE_ROOM_REPLY, body);
+                    }
+                    // Leaving the room a recovery is about to join: the recovery ends there.
+                    None if recovering.as_deref() == Some(&*room) => {
+                        self.cancel_recover(h, "LeaveRoom");
                         self.reply(h, &header, op::LEAVE_ROOM_REPLY, body);
                     }
                     None => {

@@ -3,9 +3,10 @@
 //! Every room message gets a per-room offset from the dispatcher that batches the room, carried
 //! in the `seq` field of its goim frame (goim leaves `seq` 0 in pushes and its clients ignore
 //! it, so nothing changes for them). Offsets are `u32` and compared with serial-number
-//! arithmetic (RFC 1982), so they may wrap; each room's first offset in a dispatcher's life is
-//! random, so an offset remembered from before a restart falls outside the new history and is
-//! answered "not in the history" instead of silently naming other messages.
+//! arithmetic (RFC 1982), so they may wrap; a room's first offset is random each time a
+//! dispatcher starts numbering it (a start, a room forgotten after idling, a Kafka partition
+//! moving), so an offset remembered from before falls outside the new history (but for a
+//! 2^-32-ish chance) and is answered "not in the history" instead of naming other messages.
 //!
 //! A client that comes back sends [`op::RECOVER`](crate::op::RECOVER) with
 //! `"<last offset> <room>"`; the server answers [`op::RECOVER_REPLY`](crate::op::RECOVER_REPLY)

@@ -249,6 +249,10 @@ pub struct RecoverRequest {
     pub room: String,
     #[prost(uint32, tag = "3")]
     pub since: u32,
+    /// The most bytes of missed frames the gateway takes for this connection (half its
+    /// outbound cap); a larger answer is TOO_OLD (it must also fit one link message).
+    #[prost(uint64, tag = "4")]
+    pub max_bytes: u64,
 }
 
 /// What a [`RoomHistory`] says.
@@ -415,6 +419,7 @@ mod tests {
                 conn_id: 11,
                 room: "live://1".into(),
                 since: u32::MAX,
+                max_bytes: 1 << 17,
             }),
             Body::RoomHistory(RoomHistory {
                 id: 5,

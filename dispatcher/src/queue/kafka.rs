@@ -53,6 +53,36 @@ pub struct Kafka {
     timeout: Duration,
     consumer: Arc<StreamConsumer>,
     inflight: Arc<Mutex<InFlight>>,
+    /// The last lag read from the broker and when: scrapes within [`LAG_CACHE`] of it get it
+    /// again, and only one scrape at a time asks the broker (`/metrics` is public).
+    lag_cache: Mutex<Option<(Instant, Vec<(i32, u64)>)>>,
+    lag_asking: Mutex<()>,
+}
+
+/// How long a lag read from the broker is served to scrapes.
+const LAG_CACHE: Duration = Duration::from_secs(1);
+
+/// Counts changes of this consumer's partition assignment (`queue_assignment_changes`), looked
+/// at every 250 ms: the job forgets its room history on each (rooms may have moved).
+async fn watch_assignment(consumer: Arc<StreamConsumer>, metrics: Arc<Metrics>) {
+    let mut seen: Option<Vec<(String, i32)>> = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let Ok(list) = consumer.assignment() else {
+            continue;
+        };
+        let mut now: Vec<(String, i32)> = list
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        now.sort();
+        if seen.as_ref().is_some_and(|s| *s != now) {
+            crate::metrics::inc(&metrics.queue_assignment_changes);
+            tracing::info!("kafka: partition assignment now {now:?}; room history cleared");
+        }
+        seen = Some(now);
+    }
 }
 
 /// The longest a `/metrics` scrape waits for the broker's watermarks and committed offsets.
@@ -132,6 +162,7 @@ impl Kafka {
         let (tx, rx) = mpsc::channel(1024);
         let consumer = Arc::new(consumer);
         let inflight = Arc::new(Mutex::new(InFlight::default()));
+        tokio::spawn(watch_assignment(consumer.clone(), metrics.clone()));
         tokio::spawn(consume(
             consumer.clone(),
             cfg.topic.clone(),
@@ -148,6 +179,8 @@ impl Kafka {
                 timeout: Duration::from_millis(cfg.message_timeout_ms),
                 consumer,
                 inflight,
+                lag_cache: Mutex::new(None),
+                lag_asking: Mutex::new(()),
             },
             rx,
         ))
@@ -252,6 +285,35 @@ impl Queue for Kafka {
     /// assigned partitions, then each partition's high watermark. Partitions the broker does
     /// not answer for in time are left out.
     fn lag(&self) -> Vec<(i32, u64)> {
+        let cached = || {
+            self.lag_cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        };
+        if let Some((at, lag)) = cached()
+            && at.elapsed() < LAG_CACHE
+        {
+            return lag;
+        }
+        // Another scrape is asking the broker: serve what there is.
+        let Ok(_asking) = self.lag_asking.try_lock() else {
+            return cached().map(|(_, lag)| lag).unwrap_or_default();
+        };
+        let lag = self.lag_from_broker();
+        *self.lag_cache.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), lag.clone()));
+        lag
+    }
+
+    fn produce<'a>(&'a self, msg: PushMsg) -> BoxFut<'a, Result<()>> {
+        Box::pin(async move { self.produce_one(msg).await })
+    }
+}
+
+impl Kafka {
+    /// The lag as the broker has it now (blocks up to [`LAG_TIMEOUT`]).
+    fn lag_from_broker(&self) -> Vec<(i32, u64)> {
         let Ok(assigned) = self.consumer.assignment() else {
             return Vec::new();
         };
@@ -298,24 +360,22 @@ impl Queue for Kafka {
         out
     }
 
-    fn produce<'a>(&'a self, msg: PushMsg) -> BoxFut<'a, Result<()>> {
-        Box::pin(async move {
-            let key = msg.queue_key();
-            let value = msg.to_bytes();
-            let record = FutureRecord::to(&self.topic).key(&key).payload(&value);
-            let producer = self
-                .producer
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            match producer.send(record, Timeout::After(self.timeout)).await {
-                Ok(_) => Ok(()),
-                Err((e, _)) => {
-                    self.replace_producer(&producer);
-                    Err(err(format!("producing to {}: {e}", self.topic)))
-                }
+    async fn produce_one(&self, msg: PushMsg) -> Result<()> {
+        let key = msg.queue_key();
+        let value = msg.to_bytes();
+        let record = FutureRecord::to(&self.topic).key(&key).payload(&value);
+        let producer = self
+            .producer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match producer.send(record, Timeout::After(self.timeout)).await {
+            Ok(_) => Ok(()),
+            Err((e, _)) => {
+                self.replace_producer(&producer);
+                Err(err(format!("producing to {}: {e}", self.topic)))
             }
-        })
+        }
     }
 }
 
