@@ -55,9 +55,12 @@ pub struct Kafka {
     inflight: Arc<Mutex<InFlight>>,
     /// The last lag read from the broker and when: scrapes within [`LAG_CACHE`] of it get it
     /// again, and only one scrape at a time asks the broker (`/metrics` is public).
-    lag_cache: Mutex<Option<(Instant, Vec<(i32, u64)>)>>,
+    lag_cache: Mutex<Option<(Instant, Lag)>>,
     lag_asking: Mutex<()>,
 }
+
+/// Messages behind, per partition.
+type Lag = Vec<(i32, u64)>;
 
 /// How long a lag read from the broker is served to scrapes.
 const LAG_CACHE: Duration = Duration::from_secs(1);
