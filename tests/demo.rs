@@ -73,25 +73,13 @@ impl Stack {
 
     /// One HTTP request to the dispatcher (with the bearer secret, if set); the JSON answer.
     fn request(&self, method: &str, path: &str, body: &[u8]) -> Value {
-        let addr = self.up.http;
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let auth = self
             .bearer
             .as_ref()
             .map(|b| format!("Authorization: Bearer {b}\r\n"))
             .unwrap_or_default();
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        s.write_all(head.as_bytes()).unwrap();
-        s.write_all(body).unwrap();
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out);
-        let text = String::from_utf8_lossy(&out);
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-        serde_json::from_str(body).unwrap_or(Value::Null)
+        let (_, text) = support::http_with(self.up.http, method, path, &auth, body);
+        serde_json::from_str(&text).unwrap_or(Value::Null)
     }
 
     fn get(&self, path: &str) -> Value {
