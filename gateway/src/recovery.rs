@@ -71,10 +71,7 @@ impl Shard {
         }
         let shard = self.id as u16;
         let id = conn_id(shard, h, self.conn(h)?.gen_);
-        self.recovers
-            .get(&id)
-            .and_then(|list| list.first())
-            .map(|p| p.room.clone())
+        self.recovers.get(&id).map(|p| p.room.clone())
     }
 
     /// Ends connection `h`'s recovery in progress without joining its room, telling the
@@ -84,7 +81,7 @@ impl Shard {
         let Some(id) = self.conn(h).map(|c| conn_id(shard, h, c.gen_)) else {
             return;
         };
-        for p in self.recovers.remove(&id).unwrap_or_default() {
+        if let Some(p) = self.recovers.remove(&id) {
             self.stats.recovery_refused += 1;
             let text = format!("error: recovery of room {} cancelled by {why}", p.room);
             self.reply(h, &p.header, op::RECOVER_REPLY, text.as_bytes());
@@ -111,7 +108,7 @@ impl Shard {
         let id = conn_id(shard, h, conn.gen_);
         // One recovery at a time per connection: each answer can be up to half the outbound
         // cap, and a client must not make its gateway and dispatchers do that in a loop.
-        if let Some(p) = self.recovers.get(&id).and_then(|list| list.first()) {
+        if let Some(p) = self.recovers.get(&id) {
             self.stats.recovery_refused += 1;
             let text = format!(
                 "error: a recovery of room {} is already in progress (one at a time)",
@@ -168,33 +165,30 @@ impl Shard {
             since,
             max_bytes: (self.shared.config.limits.outbound_cap_bytes / 2) as u64,
         }));
-        self.recovers.entry(id).or_default().push(p);
+        self.recovers.insert(id, p);
         self.stats.recover_requests += 1;
     }
 
     /// A dispatcher's answer to a recover request.
     pub(crate) fn on_recovered(&mut self, h: u32, gen_: u16, answer: RoomHistory) {
         let id = conn_id(self.id as u16, h, gen_);
-        let Some(list) = self.recovers.get_mut(&id) else {
-            // The connection went away, or another dispatcher answered first.
-            return;
-        };
-        let Some(i) = list.iter().position(|p| p.room == answer.room) else {
+        // None: the connection went away, another dispatcher answered first, or the answer is
+        // for an earlier recovery (cancelled, or resent after a re-dial).
+        let Some(p) = self.recovers.get_mut(&id).filter(|p| p.room == answer.room) else {
             return;
         };
         let outcome = if answer.status == history_status::UNKNOWN {
-            list[i].waiting = list[i].waiting.saturating_sub(1);
-            if list[i].waiting > 0 {
+            p.waiting = p.waiting.saturating_sub(1);
+            if p.waiting > 0 {
                 return;
             }
             Outcome::Unknown
         } else {
             Outcome::History(answer)
         };
-        let p = list.remove(i);
-        if list.is_empty() {
-            self.recovers.remove(&id);
-        }
+        let Some(p) = self.recovers.remove(&id) else {
+            return;
+        };
         if self.conn_gen(h, gen_).is_some() {
             self.finish_recover(h, p, outcome);
         }
@@ -203,18 +197,16 @@ impl Shard {
     /// Answers recoveries past their deadline (called about every 100 ms while any wait).
     pub(crate) fn expire_recovers(&mut self) {
         let now = self.now;
-        let mut due = Vec::new();
-        self.recovers.retain(|&id, list| {
-            let mut i = 0;
-            while i < list.len() {
-                if list[i].deadline <= now {
-                    due.push((id, list.remove(i)));
-                } else {
-                    i += 1;
-                }
-            }
-            !list.is_empty()
-        });
+        let due: Vec<u64> = self
+            .recovers
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        let due: Vec<(u64, Pending)> = due
+            .into_iter()
+            .filter_map(|id| self.recovers.remove(&id).map(|p| (id, p)))
+            .collect();
         for (id, p) in due {
             let (_, h, gen_) = crate::shard::split_conn_id(id);
             if self.conn_gen(h, gen_).is_some() {

@@ -146,7 +146,7 @@ pub struct Shard {
     /// A message taken from the inbox while merging room batches, to handle next.
     pub(crate) lookahead: Option<ShardMsg>,
     /// Recoveries waiting for the dispatchers, by connection id (`recovery.rs`).
-    pub(crate) recovers: std::collections::HashMap<u64, Vec<crate::recovery::Pending>>,
+    pub(crate) recovers: std::collections::HashMap<u64, crate::recovery::Pending>,
     recover_check_at: u64,
     /// Storage kept between room jobs: the member snapshot and the batches being merged.
     pub(crate) member_scratch: Vec<u32>,
