@@ -164,6 +164,51 @@ fn heavy_kafka_recovery_comes_from_the_dispatcher_that_owns_the_room() {
     g.stop();
 }
 
+/// A dispatcher whose partitions move forgets its room history: a room it no longer batches is
+/// not answered from stale messages (clients are told there is none, or that their offset is
+/// from before a restart).
+#[test]
+fn heavy_kafka_a_rebalance_clears_the_history() {
+    let broker = Broker::start(0).unwrap();
+    let a = DispatcherProc::start("kafka-clear", &dispatcher_toml(broker.port()));
+    let g = gateway("k-clear", &[a.link]);
+    let room_held =
+        |addr| http(addr, "GET", "/goim/room/history?type=live&room=3", b"").1["code"] == 0;
+    let t = Instant::now();
+    while !room_held(a.http) {
+        assert_eq!(push_room(a.http, 3, "m")["code"], 0);
+        assert!(t.elapsed() < Duration::from_secs(30), "a never held room 3");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // (Its first assignment, from none to all 4 partitions, may already count.)
+    let changes = metric(a.http, "corecast_dispatcher_queue_assignment_changes_total");
+    // A second dispatcher joins the group: a's assignment changes, its history goes.
+    let b = DispatcherProc::start("kafka-clear", &dispatcher_toml(broker.port()));
+    let t = Instant::now();
+    while metric(a.http, "corecast_dispatcher_queue_assignment_changes_total") == changes {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "a's assignment never changed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The job clears on its next event: a push to another room, through b.
+    let t = Instant::now();
+    while room_held(a.http) {
+        assert_eq!(
+            push_room(b.http, 1000 + t.elapsed().as_millis() as usize, "x")["code"],
+            0
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "a kept room 3's history"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    g.stop();
+    drop(b);
+}
+
 #[test]
 fn heavy_kafka_room_pushes_keep_order_at_every_member() {
     let broker = Broker::start(0).unwrap();
