@@ -142,18 +142,19 @@ async fn answer_recover(app: &Arc<App>, gateway: &str, req: RecoverRequest) {
         n => n.min(link),
     };
     let (status, frames, newest, detail) = match since {
-        Since::Found { frames, newest }
-            if frames.iter().map(|f| f.len()).sum::<usize>() > limit =>
-        {
+        Since::Found { frames, newest } => {
             let bytes: usize = frames.iter().map(|f| f.len()).sum();
-            let detail = format!(
-                "the {} missed messages of room {} are {bytes} bytes, more than the {limit} the gateway takes for one connection (half its limits.outbound_cap_bytes); GET /goim/room/history serves them",
-                frames.len(),
-                req.room
-            );
-            (history_status::TOO_OLD, Vec::new(), newest, detail)
+            if bytes > limit {
+                let detail = format!(
+                    "the {} missed messages of room {} are {bytes} bytes, more than the {limit} the gateway takes for one connection (half its limits.outbound_cap_bytes); GET /goim/room/history serves them",
+                    frames.len(),
+                    req.room
+                );
+                (history_status::TOO_OLD, Vec::new(), newest, detail)
+            } else {
+                (history_status::FOUND, frames, newest, String::new())
+            }
         }
-        Since::Found { frames, newest } => (history_status::FOUND, frames, newest, String::new()),
         Since::TooOld { detail, newest } => (history_status::TOO_OLD, Vec::new(), newest, detail),
         Since::Unknown => (history_status::UNKNOWN, Vec::new(), 0, String::new()),
     };
