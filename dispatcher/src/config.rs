@@ -98,10 +98,40 @@ pub struct RedisConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QueueConfig {
-    /// `embedded` or `kafka`.
+    /// `embedded`, `kafka`, `nats` or `redis`.
     pub kind: String,
     pub embedded: EmbeddedConfig,
     pub kafka: KafkaConfig,
+    pub nats: NatsConfig,
+    pub redis: RedisQueueConfig,
+}
+
+/// The NATS JetStream queue (`queue.kind = "nats"`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    pub servers: Vec<String>,
+    pub stream: String,
+    pub subject: String,
+    pub consumer: String,
+    pub partitions: u32,
+    pub max_messages: i64,
+    pub storage: String,
+    pub timeout_ms: u64,
+    pub lease_ms: u64,
+}
+
+/// The Redis Streams queue (`queue.kind = "redis"`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisQueueConfig {
+    pub url: String,
+    pub stream: String,
+    pub group: String,
+    pub partitions: u32,
+    pub max_len: u64,
+    pub timeout_ms: u64,
+    pub lease_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -245,6 +275,118 @@ impl Default for QueueConfig {
             kind: "embedded".into(),
             embedded: EmbeddedConfig::default(),
             kafka: KafkaConfig::default(),
+            nats: NatsConfig::default(),
+            redis: RedisQueueConfig::default(),
+        }
+    }
+}
+
+/// Partitions, lease and timeout, shared by the leased queues.
+fn validate_leased(kind: &str, partitions: u32, lease_ms: u64, timeout_ms: u64) -> Result<()> {
+    let bad = |m: String| Err(Error::Config(m));
+    if !(1..=1024).contains(&partitions) {
+        return bad(format!(
+            "queue.{kind}.partitions must be between 1 and 1024, not {partitions}"
+        ));
+    }
+    if !(500..=600_000).contains(&lease_ms) {
+        return bad(format!(
+            "queue.{kind}.lease_ms must be between 500 and 600000, not {lease_ms}"
+        ));
+    }
+    if !(1..=600_000).contains(&timeout_ms) {
+        return bad(format!(
+            "queue.{kind}.timeout_ms must be between 1 and 600000, not {timeout_ms}"
+        ));
+    }
+    Ok(())
+}
+
+impl NatsConfig {
+    fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.servers.is_empty() {
+            return bad("queue.kind = \"nats\" needs at least one queue.nats.servers entry".into());
+        }
+        validate_leased("nats", self.partitions, self.lease_ms, self.timeout_ms)?;
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        };
+        if !name_ok(&self.stream) || !name_ok(&self.consumer) {
+            return bad(format!(
+                "queue.nats.stream {:?} and queue.nats.consumer {:?} must be non-empty and made of letters, digits, '-' and '_'",
+                self.stream, self.consumer
+            ));
+        }
+        let subject_ok = !self.subject.is_empty()
+            && self
+                .subject
+                .split('.')
+                .all(|t| !t.is_empty() && t != "*" && t != ">" && !t.contains(char::is_whitespace));
+        if !subject_ok {
+            return bad(format!(
+                "queue.nats.subject {:?} must be dot-separated tokens without wildcards or spaces",
+                self.subject
+            ));
+        }
+        if !matches!(self.storage.as_str(), "file" | "memory") {
+            return bad(format!(
+                "queue.nats.storage {:?} is neither \"file\" nor \"memory\"",
+                self.storage
+            ));
+        }
+        if self.max_messages < 1 {
+            return bad("queue.nats.max_messages must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+impl RedisQueueConfig {
+    fn validate(&self) -> Result<()> {
+        validate_leased("redis", self.partitions, self.lease_ms, self.timeout_ms)?;
+        if self.stream.is_empty() || self.group.is_empty() {
+            return Err(Error::Config(
+                "queue.redis.stream and queue.redis.group must not be empty".into(),
+            ));
+        }
+        if self.max_len == 0 {
+            return Err(Error::Config(
+                "queue.redis.max_len must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            servers: vec!["nats://127.0.0.1:4222".into()],
+            stream: "goim-push".into(),
+            subject: "goim.push".into(),
+            consumer: "goim-push-group-job".into(),
+            partitions: 4,
+            max_messages: 1_000_000,
+            storage: "file".into(),
+            timeout_ms: 3_000,
+            lease_ms: 5_000,
+        }
+    }
+}
+
+impl Default for RedisQueueConfig {
+    fn default() -> Self {
+        RedisQueueConfig {
+            url: "redis://127.0.0.1:6379".into(),
+            stream: "goim-push-topic".into(),
+            group: "goim-push-group-job".into(),
+            partitions: 4,
+            max_len: 1_000_000,
+            timeout_ms: 3_000,
+            lease_ms: 5_000,
         }
     }
 }
@@ -318,11 +460,20 @@ impl Config {
                 self.registry.kind
             ));
         }
-        if !matches!(self.queue.kind.as_str(), "embedded" | "kafka") {
+        if !matches!(
+            self.queue.kind.as_str(),
+            "embedded" | "kafka" | "nats" | "redis"
+        ) {
             return bad(format!(
-                "queue.kind {:?} is neither \"embedded\" nor \"kafka\"",
+                "queue.kind {:?} is none of \"embedded\", \"kafka\", \"nats\", \"redis\"",
                 self.queue.kind
             ));
+        }
+        if self.queue.kind == "nats" {
+            self.queue.nats.validate()?;
+        }
+        if self.queue.kind == "redis" {
+            self.queue.redis.validate()?;
         }
         if self.queue.kind == "kafka" && self.queue.kafka.brokers.is_empty() {
             return bad(
@@ -393,7 +544,27 @@ mod tests {
         for (text, needle) in [
             ("http_bind = \"nowhere\"", "http_bind"),
             ("[registry]\nkind = \"etcd\"", "registry.kind"),
-            ("[queue]\nkind = \"nats\"", "queue.kind"),
+            ("[queue]\nkind = \"rabbitmq\"", "queue.kind"),
+            (
+                "[queue]\nkind = \"nats\"\n[queue.nats]\npartitions = 0",
+                "queue.nats.partitions",
+            ),
+            (
+                "[queue]\nkind = \"nats\"\n[queue.nats]\nsubject = \"goim.*\"",
+                "queue.nats.subject",
+            ),
+            (
+                "[queue]\nkind = \"nats\"\n[queue.nats]\nstorage = \"disk\"",
+                "queue.nats.storage",
+            ),
+            (
+                "[queue]\nkind = \"redis\"\n[queue.redis]\nlease_ms = 10",
+                "queue.redis.lease_ms",
+            ),
+            (
+                "[queue]\nkind = \"redis\"\n[queue.redis]\nmax_len = 0",
+                "queue.redis.max_len",
+            ),
             ("[job]\nroom_batch = 0", "job.room_batch"),
             (
                 "[http]\nbearer_secrets = [\"a\", \"\"]",

@@ -230,6 +230,15 @@ async fn queue_backend(
                 queue::kafka::Kafka::connect(&config.queue.kafka, metrics.clone()).await?;
             Ok((timed(Arc::new(q)), rx))
         }
+        "nats" => {
+            let (q, rx) = queue::nats::Nats::connect(&config.queue.nats, metrics.clone()).await?;
+            Ok((timed(Arc::new(q)), rx))
+        }
+        "redis" => {
+            let (q, rx) =
+                queue::redis::RedisQueue::connect(&config.queue.redis, metrics.clone()).await?;
+            Ok((timed(Arc::new(q)), rx))
+        }
         other => Err(Error::Config(format!(
             "queue.kind {other:?} is not available in this build"
         ))),

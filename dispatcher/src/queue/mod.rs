@@ -8,6 +8,9 @@
 
 pub mod embedded;
 pub mod kafka;
+pub mod nats;
+pub mod ownership;
+pub mod redis;
 pub mod timed;
 
 use std::future::Future;
@@ -23,13 +26,14 @@ pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The producing side, used by the HTTP API.
 pub trait Queue: Send + Sync {
-    /// `embedded`, `kafka`.
+    /// `embedded`, `kafka`, `nats`, `redis`.
     fn backend(&self) -> &'static str;
     /// Resolves once the queue holds the message (Kafka: acknowledged by all in-sync
     /// replicas), or with the reason it could not.
     fn produce<'a>(&'a self, msg: PushMsg) -> BoxFut<'a, Result<()>>;
     /// Messages accepted and not yet finished, for a queue that loses them when the process
-    /// stops (embedded); `None` for a durable queue (Kafka re-delivers what was not finished).
+    /// stops (embedded); `None` for a durable queue (Kafka, NATS and Redis re-deliver what was
+    /// not finished).
     fn pending(&self) -> Option<u64>;
     /// Consumer lag per partition this dispatcher consumes: messages in the queue its job has
     /// not finished (for `/metrics`; may block on the broker, so call it off the runtime).

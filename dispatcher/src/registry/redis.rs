@@ -356,7 +356,7 @@ fn group_mids(hashes: Vec<HashMap<String, String>>) -> Routes {
 }
 
 /// Masks the password of `redis://user:password@host/…`.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
