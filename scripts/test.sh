@@ -6,8 +6,10 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v cc >/dev/null || need_apt+=(build-essential)
-# Redis for the dispatcher's redis registry tests.
+# Redis for the dispatcher's redis registry and redis queue tests.
 command -v redis-server >/dev/null || need_apt+=(redis-server)
+# NATS with JetStream for the nats queue tests (Debian installs it in /usr/sbin).
+[ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null || need_apt+=(nats-server)
 # A real browser for the demo page's tests (tests/demo.rs drives it headless over DevTools).
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)

