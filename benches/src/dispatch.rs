@@ -2,12 +2,13 @@
 //! accepts per second, and how long a room push takes from the HTTP call to every client of
 //! the room.
 //!
-//! Everything runs in this process on loopback sockets, except the Kafka broker for
-//! `--queue kafka` (tansu, a child process killed by PID at the end). Data flows like this:
-//! - **servers**: a [`dispatcher::Dispatcher`] (embedded queue, or Kafka with 4 partitions) and
-//!   one [`gateway::Gateway`] that dials the dispatcher's link port and registers. With Kafka,
-//!   room pushes are sent until one is accepted and consumed (the consumer group has its
-//!   partitions) before anything is measured.
+//! Everything runs in this process on loopback sockets, except the broker of a durable queue
+//! (`--queue kafka`: tansu; `nats`: `nats-server -js`; `redis`: `redis-server`; a child process
+//! killed by PID at the end, from [`crate::broker`]). Data flows like this:
+//! - **servers**: a [`dispatcher::Dispatcher`] (embedded queue, or a durable one with 4
+//!   partitions) and one [`gateway::Gateway`] that dials the dispatcher's link port and
+//!   registers. With a durable queue, room pushes are sent until one is accepted and consumed
+//!   (the consumer has its partitions) before anything is measured.
 //! - **accept rate** ([`Phase::Rate`]): `http_clients` threads, each with one keep-alive
 //!   HTTP/1.1 connection ([`HttpClient`], hand-written over `TcpStream`), POST room pushes back
 //!   to back for `seconds` to a room with no members, so only the HTTP API, the queue and the
@@ -39,7 +40,7 @@ use hdrhistogram::Histogram;
 use loadtest::{HoldOptions, HoldReport, Live, Rooms, Target, Transport};
 use serde_json::{Value, json};
 
-use crate::broker::Broker;
+use crate::broker::{Broker, NatsServer, RedisServer};
 use crate::procfs;
 use loadtest::publish::HttpClient;
 
@@ -50,6 +51,10 @@ pub enum Queue {
     Embedded,
     /// A Kafka-compatible broker (tansu, started here).
     Kafka,
+    /// NATS JetStream (`nats-server -js`, started here, file storage in a temporary directory).
+    Nats,
+    /// Redis Streams (`redis-server`, started here, no persistence).
+    Redis,
 }
 
 impl Queue {
@@ -57,6 +62,8 @@ impl Queue {
         match self {
             Queue::Embedded => "embedded",
             Queue::Kafka => "kafka",
+            Queue::Nats => "nats",
+            Queue::Redis => "redis",
         }
     }
 }
@@ -133,28 +140,58 @@ fn count_error(errors: &mut BTreeMap<String, u64>, e: String) {
     *errors.entry(key).or_default() += 1;
 }
 
+/// A durable queue's broker process.
+enum QueueBroker {
+    Kafka(Broker),
+    Nats(NatsServer),
+    Redis(RedisServer),
+}
+
+impl QueueBroker {
+    fn pid(&self) -> Option<u32> {
+        match self {
+            QueueBroker::Kafka(b) => Some(b.pid()),
+            QueueBroker::Nats(n) => n.pid(),
+            QueueBroker::Redis(r) => r.pid(),
+        }
+    }
+}
+
 /// The servers under test.
 struct Servers {
     dispatcher: dispatcher::Dispatcher,
     gateway: gateway::Gateway,
-    broker: Option<Broker>,
+    broker: Option<QueueBroker>,
 }
 
 impl Servers {
     fn start(queue: Queue, history_messages: Option<usize>) -> anyhow::Result<Servers> {
         let broker = match queue {
             Queue::Embedded => None,
-            Queue::Kafka => Some(Broker::start(0)?),
+            Queue::Kafka => Some(QueueBroker::Kafka(Broker::start(0)?)),
+            Queue::Nats => Some(QueueBroker::Nats(NatsServer::start(0)?)),
+            Queue::Redis => Some(QueueBroker::Redis(RedisServer::start(0)?)),
         };
         let mut dc = dispatcher::Config::loopback_ephemeral();
         dc.id = "bench-dispatcher".into();
         if let Some(n) = history_messages {
             dc.history.messages = n;
         }
-        if let Some(b) = &broker {
-            dc.queue.kind = "kafka".into();
-            dc.queue.kafka.brokers = vec![format!("127.0.0.1:{}", b.port())];
-            dc.queue.kafka.create_partitions = 4;
+        dc.queue.kind = queue.name().into();
+        match &broker {
+            None => {}
+            Some(QueueBroker::Kafka(b)) => {
+                dc.queue.kafka.brokers = vec![format!("127.0.0.1:{}", b.port())];
+                dc.queue.kafka.create_partitions = 4;
+            }
+            Some(QueueBroker::Nats(n)) => {
+                dc.queue.nats.servers = vec![n.url()];
+                dc.queue.nats.partitions = 4;
+            }
+            Some(QueueBroker::Redis(r)) => {
+                dc.queue.redis.url = r.url();
+                dc.queue.redis.partitions = 4;
+            }
         }
         let dispatcher = dispatcher::Dispatcher::start(dc).context("starting the dispatcher")?;
         let mut gc = gateway::Config::loopback_ephemeral();
@@ -209,7 +246,8 @@ impl Servers {
                 + procfs::thread_cpu_secs("corecast-uplink"),
             self.broker
                 .as_ref()
-                .map_or(0.0, |b| procfs::pid_cpu_secs(b.pid())),
+                .and_then(QueueBroker::pid)
+                .map_or(0.0, procfs::pid_cpu_secs),
         ]
     }
 
@@ -588,7 +626,8 @@ pub fn run(o: &Options) -> anyhow::Result<Value> {
         "accept": accept,
         "end_to_end": e2e,
         "target_p99_us": TARGET_P99_US,
-        // The target is the embedded queue's; Kafka's latency is recorded against it too.
+        // The target is the embedded queue's; the durable queues' latency is recorded
+        // against it too.
         "target_met": p99.map(|p| p < TARGET_P99_US),
         "target_applies": o.queue == Queue::Embedded,
     }))

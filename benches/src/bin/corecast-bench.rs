@@ -5,7 +5,7 @@
 //! `corecast-bench fanout --conns N --rates 1,10,100`: one room holding every connection, pushes
 //! at each rate; delivered messages and socket writes per server CPU-second, for the gateway and
 //! for the bare writer at the same shape, and their ratio.
-//! `corecast-bench dispatch --queue embedded|kafka --conns N --rate R --seconds S`: HTTP pushes
+//! `corecast-bench dispatch --queue embedded|kafka|nats|redis --conns N --rate R --seconds S`: HTTP pushes
 //! the dispatcher accepts per second, and latency from the HTTP call to N clients of one room
 //! at R pushes/s (dispatcher, gateway, Kafka broker and clients all here; see
 //! `benches::dispatch`).
@@ -162,7 +162,7 @@ enum What {
 
 fn markdown(what: &str, command: &str, machine: &Value, date: &str, r: &Value) -> String {
     let sharing = if what == "dispatch" {
-        "dispatcher, gateway, Kafka broker (kafka runs), load tester and HTTP publishers all sharing it"
+        "dispatcher, gateway, queue broker (kafka, nats and redis runs), load tester and HTTP publishers all sharing it"
     } else {
         "gateway and load tester sharing it"
     };
