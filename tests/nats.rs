@@ -39,3 +39,13 @@ fn heavy_nats_unfinished_messages_of_a_killed_dispatcher_are_delivered_by_the_ne
 fn heavy_nats_broker_outage_is_a_clear_error_and_pushes_flow_after_it() {
     queues::broker_outage_is_a_clear_error_and_pushes_flow_after_it(Kind::Nats);
 }
+
+#[test]
+fn heavy_nats_a_malformed_queue_message_is_counted_and_skipped() {
+    queues::a_malformed_queue_message_is_counted_and_skipped(Kind::Nats);
+}
+
+#[test]
+fn heavy_nats_a_frozen_dispatcher_stops_reading_when_its_lease_runs_out() {
+    queues::a_frozen_dispatcher_stops_reading_when_its_lease_runs_out(Kind::Nats);
+}

@@ -540,3 +540,160 @@ pub fn unfinished_messages_of_a_killed_dispatcher_are_delivered_by_the_next_read
     }
     g.stop();
 }
+
+/// Writes one raw message to every partition, as a foreign producer would: Redis `XADD` of a
+/// `v` field, or a NATS publish to `goim.push.<p>` (plain TCP, the text protocols).
+pub fn inject_raw(broker: &QueueServer, payload: &[u8]) {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", broker.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    match broker.kind {
+        Kind::Redis => {
+            for p in 0..4 {
+                let key = format!("goim-push-topic:{p}");
+                let args: [&[u8]; 5] = [b"XADD", key.as_bytes(), b"*", b"v", payload];
+                let mut req = format!("*{}\r\n", args.len()).into_bytes();
+                for a in args {
+                    req.extend(format!("${}\r\n", a.len()).as_bytes());
+                    req.extend(a);
+                    req.extend(b"\r\n");
+                }
+                s.write_all(&req).unwrap();
+                line.clear();
+                r.read_line(&mut line).unwrap();
+                assert!(line.starts_with('$'), "XADD answered {line:?}");
+                line.clear();
+                r.read_line(&mut line).unwrap();
+            }
+        }
+        Kind::Nats => {
+            r.read_line(&mut line).unwrap();
+            assert!(line.starts_with("INFO"), "{line:?}");
+            let mut req = b"CONNECT {\"verbose\":false}\r\n".to_vec();
+            for p in 0..4 {
+                req.extend(format!("PUB goim.push.{p} {}\r\n", payload.len()).as_bytes());
+                req.extend(payload);
+                req.extend(b"\r\n");
+            }
+            req.extend(b"PING\r\n");
+            s.write_all(&req).unwrap();
+            loop {
+                line.clear();
+                r.read_line(&mut line).unwrap();
+                assert!(!line.starts_with("-ERR"), "{line:?}");
+                if line.starts_with("PONG") {
+                    break;
+                }
+            }
+        }
+        Kind::Kafka => panic!("inject_raw speaks Redis and NATS only"),
+    }
+}
+
+/// A message in the queue that is not a goim `PushMsg` (a foreign producer's, a corrupt one) is
+/// counted, logged, acknowledged (it does not come back) and skipped; the room's next push
+/// arrives, and every partition's lag returns to 0.
+pub fn a_malformed_queue_message_is_counted_and_skipped(kind: Kind) {
+    let broker = QueueServer::start(kind);
+    let d = DispatcherProc::start(kind.name(), &broker.dispatcher_toml());
+    let g = gateway("bad-g", &[d.link]);
+    let c = listen(client(&g, "live://1", Some(1), 30));
+    wait_conns(d.http, 1);
+    inject_raw(&broker, b"\xff\xff\xff not a PushMsg");
+    let t = Instant::now();
+    while metric(d.http, "corecast_dispatcher_queue_bad_messages_total") < 4 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the 4 malformed messages were not counted"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(push_room(d.http, 1, "good")["code"], 0);
+    assert_eq!(bodies(&c.join().unwrap()), ["good"]);
+    let t = Instant::now();
+    loop {
+        let l = lag(d.http);
+        if l.len() == 4 && l.iter().all(|(_, n)| *n == 0) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "lag never back to 0 on 4 partitions: {l:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        metric(d.http, "corecast_dispatcher_queue_bad_messages_total"),
+        4,
+        "counted once each"
+    );
+    g.stop();
+}
+
+/// A dispatcher frozen (SIGSTOP) past its lease while pushes keep coming, then thawed: the
+/// other dispatcher took its partitions over meanwhile, and the thawed one must not read
+/// them any more (its lease's validity ran out), so every room's pushes still arrive in order
+/// with none missing.
+pub fn a_frozen_dispatcher_stops_reading_when_its_lease_runs_out(kind: Kind) {
+    let broker = QueueServer::start(kind);
+    let a = DispatcherProc::start(kind.name(), &broker.dispatcher_toml());
+    let b = DispatcherProc::start(kind.name(), &broker.dispatcher_toml());
+    let g = gateway("frozen-g", &[a.link, b.link]);
+    const ROOMS: usize = 4;
+    let clients: Vec<_> = (0..ROOMS)
+        .map(|room| {
+            (
+                room,
+                listen(client(&g, &format!("live://{room}"), None, 30)),
+            )
+        })
+        .collect();
+    wait_conns(b.http, ROOMS as u64);
+    let t = Instant::now();
+    while lag(a.http).is_empty() || lag(b.http).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the partitions never split"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let start = Instant::now();
+    let mut acked: Vec<Vec<usize>> = vec![Vec::new(); ROOMS];
+    let (mut frozen, mut thawed) = (false, false);
+    let mut seq = 0;
+    // Frozen from 2 s to 7 s (a 2 s lease), pushes until 12 s.
+    while start.elapsed() < Duration::from_secs(12) {
+        if !frozen && start.elapsed() >= Duration::from_secs(2) {
+            a.p.signal(libc::SIGSTOP);
+            frozen = true;
+        }
+        if frozen && !thawed && start.elapsed() >= Duration::from_secs(7) {
+            a.p.signal(libc::SIGCONT);
+            thawed = true;
+        }
+        for (room, acked) in acked.iter_mut().enumerate() {
+            if push_room(b.http, room, &format!("{room}-{seq}"))["code"] == 0 {
+                acked.push(seq);
+            }
+        }
+        seq += 1;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(thawed);
+    for (room, c) in clients {
+        let got = bodies(&c.join().unwrap());
+        let mut seen = std::collections::HashSet::new();
+        let firsts: Vec<&String> = got.iter().filter(|b| seen.insert(b.as_str())).collect();
+        let want: Vec<String> = acked[room].iter().map(|s| format!("{room}-{s}")).collect();
+        let missing: Vec<&String> = want.iter().filter(|w| !seen.contains(w.as_str())).collect();
+        assert!(missing.is_empty(), "room {room}: missing {missing:?}");
+        assert!(
+            firsts.iter().copied().eq(want.iter()),
+            "room {room} out of order: first difference {:?}",
+            firsts.iter().zip(&want).find(|(g, w)| **g != *w)
+        );
+    }
+    g.stop();
+}

@@ -47,6 +47,10 @@ const MAX_ACK_PENDING: i64 = 20_000;
 const ACK_WAIT: Duration = Duration::from_secs(600);
 /// Messages asked for per pull.
 const PULL_BATCH: usize = 256;
+/// The server's idle heartbeat on a pending pull (a pull expires after six of them).
+const PULL_HEARTBEAT: Duration = Duration::from_secs(2);
+/// Missed heartbeats in a row tolerated before the consumer is created afresh.
+const MISSED_HEARTBEATS: u32 = 3;
 
 /// The producing half (and the owner of the partitions' readers).
 pub struct Nats {
@@ -153,7 +157,7 @@ impl Nats {
             leases: AsyncMutex::default(),
             acks,
         });
-        tokio::spawn(acknowledge(acks_rx));
+        tokio::spawn(acknowledge(acks_rx, timeout));
         let (tx, rx) = mpsc::channel(1024);
         let lag = Arc::new(Lag::default());
         tracing::info!(
@@ -259,6 +263,10 @@ impl Inner {
     /// Reads partition `p` with a fresh consumer until stopped.
     async fn read(&self, p: u32, reader: &mut Reader) -> Result<()> {
         let durable = self.durable(p);
+        // Deleting the consumer is the lease holder's alone (another may hold it by now).
+        if reader.stopped() {
+            return Ok(());
+        }
         match tokio::time::timeout(self.timeout, self.stream.delete_consumer(&durable)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e))
@@ -287,11 +295,12 @@ impl Inner {
                 consumer
                     .stream()
                     .max_messages_per_batch(PULL_BATCH)
-                    .heartbeat(Duration::from_secs(1))
-                    .expires(Duration::from_secs(5))
+                    .heartbeat(PULL_HEARTBEAT)
+                    .expires(PULL_HEARTBEAT * 6)
                     .messages(),
             )
             .await?;
+        let mut missed = 0;
         loop {
             let next = tokio::select! {
                 biased;
@@ -299,7 +308,20 @@ impl Inner {
                 m = messages.next() => m,
             };
             let m = match next {
-                Some(Ok(m)) => m,
+                Some(Ok(m)) => {
+                    missed = 0;
+                    m
+                }
+                // A busy machine can miss a heartbeat; the pull goes on. Only a server silent
+                // for several heartbeats makes the consumer be created afresh.
+                Some(Err(e))
+                    if e.kind() == consumer::pull::MessagesErrorKind::MissingHeartbeat
+                        && missed < MISSED_HEARTBEATS =>
+                {
+                    missed += 1;
+                    tracing::debug!("pulling from {durable}: {e} ({missed} in a row)");
+                    continue;
+                }
                 Some(Err(e)) => return Err(err(format!("pulling from {durable}: {e}"))),
                 None => return Err(err(format!("pulling from {durable}: the stream ended"))),
             };
@@ -326,10 +348,20 @@ impl Inner {
 /// Acknowledges finished messages to JetStream, one publish each (no round trip waited for).
 /// A lost acknowledgement makes the message come again to the partition's next reader
 /// (at-least-once). The channel holds at most the messages in flight.
-async fn acknowledge(mut rx: mpsc::UnboundedReceiver<jetstream::message::Acker>) {
+async fn acknowledge(
+    mut rx: mpsc::UnboundedReceiver<jetstream::message::Acker>,
+    timeout: Duration,
+) {
     let mut errors = 0u64;
     while let Some(acker) = rx.recv().await {
-        if let Err(e) = acker.ack().await {
+        let acked = match tokio::time::timeout(timeout, acker.ack()).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!(
+                "no room to send it within {} ms",
+                timeout.as_millis()
+            )),
+        };
+        if let Err(e) = acked {
             errors += 1;
             if errors.is_power_of_two() {
                 tracing::warn!(

@@ -23,7 +23,7 @@
 //! in `queue_assignment_changes`, which clears the job's room history (as a Kafka rebalance).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,23 +64,72 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn consume(self: Arc<Self>, partition: u32, reader: Reader) -> BoxFut<'static, ()>;
 }
 
+/// How long a lease is good for, as this dispatcher may assume: a quarter of the lease period
+/// short of the broker's expiry, counted from when the last successful acquire or renew was
+/// *sent*. A reader stops reading once it passes, whatever the owner loop is doing.
+pub(crate) struct Validity {
+    epoch: Instant,
+    until_ms: AtomicU64,
+}
+
+impl Validity {
+    fn new(epoch: Instant) -> Validity {
+        Validity {
+            epoch,
+            until_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn extend_to(&self, t: Instant) {
+        let ms = t.saturating_duration_since(self.epoch).as_millis() as u64;
+        self.until_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// Time left before the lease may have expired on the broker.
+    pub(crate) fn left(&self) -> Duration {
+        let until = self.epoch + Duration::from_millis(self.until_ms.load(Ordering::Relaxed));
+        until.saturating_duration_since(Instant::now())
+    }
+}
+
 /// A partition's reader: hands messages to the job and says when to stop.
 pub(crate) struct Reader {
     stop: watch::Receiver<bool>,
+    valid: Arc<Validity>,
     tx: mpsc::Sender<Delivery>,
     inflight: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
 }
 
+/// Resolves once `stop` is set (or its sender gone) or the lease's validity ran out.
+async fn wait_stopped(stop: &mut watch::Receiver<bool>, valid: &Validity) {
+    loop {
+        let left = valid.left();
+        if *stop.borrow() || left.is_zero() {
+            return;
+        }
+        tokio::select! {
+            changed = stop.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(left) => {}
+        }
+    }
+}
+
 impl Reader {
-    /// Whether the partition is no longer this reader's to read.
+    /// Whether the partition is no longer this reader's to read: told to stop, or its lease
+    /// not renewed in time.
     pub(crate) fn stopped(&self) -> bool {
-        *self.stop.borrow()
+        *self.stop.borrow() || self.valid.left().is_zero()
+    }
+
+    /// Time left before the lease may have expired on the broker (a read must end by then).
+    pub(crate) fn left(&self) -> Duration {
+        self.valid.left()
     }
 
     /// Resolves once the reader is stopped.
     pub(crate) async fn until_stopped(&mut self) {
-        let _ = self.stop.wait_for(|s| *s).await;
+        wait_stopped(&mut self.stop, &self.valid).await;
     }
 
     /// Sleeps `d`, or less if the reader is stopped meanwhile.
@@ -102,9 +151,12 @@ impl Reader {
         what: impl std::fmt::Display,
         finish: impl FnOnce() + Send + 'static,
     ) -> bool {
+        if self.stopped() {
+            return false;
+        }
         let permit = tokio::select! {
             biased;
-            _ = self.stop.wait_for(|s| *s) => return false,
+            _ = wait_stopped(&mut self.stop, &self.valid) => return false,
             p = self.tx.reserve() => match p {
                 Ok(p) => p,
                 Err(_) => return false,
@@ -145,10 +197,14 @@ impl Lag {
 /// A partition this dispatcher holds the lease of.
 struct Held {
     stop: watch::Sender<bool>,
+    valid: Arc<Validity>,
     inflight: Arc<AtomicUsize>,
+    /// When the last successful acquire or renew was sent.
     renewed: Instant,
-    /// Since when it is being given back (no longer read; waiting for its messages in flight).
+    /// Since when it is being given back (no longer read; waiting for its messages in flight
+    /// and for its reader to end).
     draining: Option<Instant>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// Which partitions to give back and which to try to take, given the partitions held (and
@@ -200,51 +256,76 @@ impl<B: Backend> Owner<B> {
     /// Runs until the job's receiver is gone.
     pub(crate) async fn run(self) {
         let tick = (self.lease / 5).max(Duration::from_millis(20));
+        // Every lease call is bounded well inside the lease, whatever the backend's timeout.
+        let bound = self.lease / 4;
         let stale = self.lease * 3 / 4;
+        let epoch = Instant::now();
         let mut held: BTreeMap<u32, Held> = BTreeMap::new();
         let mut members = 1usize;
         let mut errors = 0u64;
         while !self.tx.is_closed() {
-            let mut changed = false;
-            // Renew what is held; drop what was taken over or could not be renewed in time.
+            // Renew what is held, all at once; drop what was taken over or not renewed in time.
+            let backend = &*self.backend;
+            let renewals = futures_util::future::join_all(held.keys().map(|&p| async move {
+                let sent = Instant::now();
+                let r = tokio::time::timeout(bound, backend.renew(p)).await;
+                (p, sent, r)
+            }))
+            .await;
             let mut lost = Vec::new();
-            for (&p, h) in held.iter_mut() {
-                match self.backend.renew(p).await {
-                    Ok(true) => h.renewed = Instant::now(),
-                    Ok(false) => lost.push((p, "another dispatcher holds its lease".to_string())),
-                    Err(e) if h.renewed.elapsed() >= stale => lost.push((p, e.to_string())),
-                    Err(e) => self.warn(&mut errors, format!("renewing partition {p}: {e}")),
+            for (p, sent, r) in renewals {
+                let Some(h) = held.get_mut(&p) else { continue };
+                match r {
+                    Ok(Ok(true)) => {
+                        h.renewed = sent;
+                        h.valid.extend_to(sent + stale);
+                    }
+                    Ok(Ok(false)) => lost.push((p, "another dispatcher holds its lease".into())),
+                    Ok(Err(e)) => self.warn(&mut errors, format!("renewing partition {p}: {e}")),
+                    Err(_) => self.warn(
+                        &mut errors,
+                        format!("renewing partition {p}: no answer within {bound:?}"),
+                    ),
+                }
+            }
+            for (p, h) in &held {
+                if h.renewed.elapsed() >= stale && !lost.iter().any(|(q, _)| q == p) {
+                    lost.push((*p, format!("its lease was not renewed for {stale:?}")));
                 }
             }
             for (p, why) in lost {
                 if let Some(h) = held.remove(&p) {
                     let _ = h.stop.send(true);
-                    changed = true;
+                    self.changed(&held);
                     tracing::warn!("{}: partition {p} dropped: {why}", self.name);
                 }
             }
-            // Partitions being given back whose messages finished (or that waited a lease).
+            // Partitions being given back whose reader ended and whose messages finished (or
+            // that waited a whole lease).
             let drained: Vec<u32> = held
                 .iter()
                 .filter(|(_, h)| {
                     h.draining.is_some_and(|t| {
-                        h.inflight.load(Ordering::Relaxed) == 0 || t.elapsed() >= self.lease
+                        (h.inflight.load(Ordering::Relaxed) == 0 && h.task.is_finished())
+                            || t.elapsed() >= self.lease
                     })
                 })
                 .map(|(p, _)| *p)
                 .collect();
             for p in drained {
                 held.remove(&p);
-                changed = true;
-                if let Err(e) = self.backend.release(p).await {
+                self.changed(&held);
+                match tokio::time::timeout(bound, self.backend.release(p)).await {
+                    Ok(Ok(())) => tracing::info!("{}: partition {p} given back", self.name),
                     // It expires by itself within a lease.
-                    self.warn(&mut errors, format!("releasing partition {p}: {e}"));
+                    Ok(Err(e)) => self.warn(&mut errors, format!("releasing partition {p}: {e}")),
+                    Err(_) => self.warn(&mut errors, format!("releasing partition {p}: timed out")),
                 }
-                tracing::info!("{}: partition {p} given back", self.name);
             }
-            match self.backend.heartbeat().await {
-                Ok(n) => members = n.max(1),
-                Err(e) => self.warn(&mut errors, format!("membership: {e}")),
+            match tokio::time::timeout(bound, self.backend.heartbeat()).await {
+                Ok(Ok(n)) => members = n.max(1),
+                Ok(Err(e)) => self.warn(&mut errors, format!("membership: {e}")),
+                Err(_) => self.warn(&mut errors, "membership: timed out".into()),
             }
             let state: BTreeMap<u32, bool> = held
                 .iter()
@@ -267,57 +348,75 @@ impl<B: Backend> Owner<B> {
                 if held.values().filter(|h| h.draining.is_none()).count() >= share {
                     break;
                 }
-                match self.backend.acquire(p).await {
-                    Ok(true) => {
-                        held.insert(p, self.start_reader(p));
-                        changed = true;
+                let sent = Instant::now();
+                match tokio::time::timeout(bound, self.backend.acquire(p)).await {
+                    Ok(Ok(true)) => {
+                        let valid = Arc::new(Validity::new(epoch));
+                        valid.extend_to(sent + stale);
+                        // Counted before the reader starts: the job forgets its history before
+                        // it sees the partition's first message.
+                        self.changed(&held);
+                        let h = self.start_reader(p, valid, sent);
+                        held.insert(p, h);
                         tracing::info!("{}: partition {p} taken", self.name);
                     }
-                    Ok(false) => {}
-                    Err(e) => {
+                    Ok(Ok(false)) => {}
+                    Ok(Err(e)) => {
                         self.warn(&mut errors, format!("taking partition {p}: {e}"));
+                        break;
+                    }
+                    Err(_) => {
+                        self.warn(&mut errors, format!("taking partition {p}: timed out"));
                         break;
                     }
                 }
             }
-            if changed {
-                inc(&self.metrics.queue_assignment_changes);
-                let now: Vec<u32> = held.keys().copied().collect();
-                tracing::info!(
-                    "{}: partitions held now {now:?}; room history cleared",
-                    self.name
-                );
-            }
-            let mut lag = Vec::new();
-            for &p in held.keys() {
-                if let Ok(n) = self.backend.lag(p).await {
-                    lag.push((p as i32, n));
-                }
-            }
-            self.lag.set(lag);
+            let lags =
+                futures_util::future::join_all(held.keys().map(|&p| async move {
+                    (p, tokio::time::timeout(bound, backend.lag(p)).await)
+                }))
+                .await;
+            self.lag.set(
+                lags.into_iter()
+                    .filter_map(|(p, r)| Some((p as i32, r.ok()?.ok()?)))
+                    .collect(),
+            );
             tokio::time::sleep(tick).await;
         }
         for (p, h) in held {
             let _ = h.stop.send(true);
-            let _ = self.backend.release(p).await;
+            let _ = tokio::time::timeout(bound, self.backend.release(p)).await;
         }
     }
 
-    fn start_reader(&self, p: u32) -> Held {
+    /// Counts a change of the partitions held (the job clears its room history on it).
+    fn changed(&self, held: &BTreeMap<u32, Held>) {
+        inc(&self.metrics.queue_assignment_changes);
+        let now: Vec<u32> = held.keys().copied().collect();
+        tracing::info!(
+            "{}: partitions changing (held: {now:?}); room history cleared",
+            self.name
+        );
+    }
+
+    fn start_reader(&self, p: u32, valid: Arc<Validity>, sent: Instant) -> Held {
         let (stop, stop_rx) = watch::channel(false);
         let inflight = Arc::new(AtomicUsize::new(0));
         let reader = Reader {
             stop: stop_rx,
+            valid: valid.clone(),
             tx: self.tx.clone(),
             inflight: inflight.clone(),
             metrics: self.metrics.clone(),
         };
-        tokio::spawn(self.backend.clone().consume(p, reader));
+        let task = tokio::spawn(self.backend.clone().consume(p, reader));
         Held {
             stop,
+            valid,
             inflight,
-            renewed: Instant::now(),
+            renewed: sent,
             draining: None,
+            task,
         }
     }
 
@@ -403,8 +502,11 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(1);
         let (stop, stop_rx) = watch::channel(false);
         let metrics = Arc::new(Metrics::default());
+        let valid = Arc::new(Validity::new(Instant::now()));
+        valid.extend_to(Instant::now() + Duration::from_secs(60));
         let mut r = Reader {
             stop: stop_rx,
+            valid,
             tx,
             inflight: Arc::default(),
             metrics: metrics.clone(),
@@ -441,5 +543,41 @@ mod tests {
         assert!(r.deliver(b"\xff\xff", "3", f(&finished)).await);
         assert_eq!(finished.load(Ordering::SeqCst), 2);
         assert_eq!(metrics.queue_bad_messages.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_reader_stops_when_its_lease_is_not_renewed_in_time() {
+        let (tx, _rx) = mpsc::channel(8);
+        let (_stop, stop_rx) = watch::channel(false);
+        let valid = Arc::new(Validity::new(Instant::now()));
+        valid.extend_to(Instant::now() + Duration::from_millis(50));
+        let mut r = Reader {
+            stop: stop_rx,
+            valid: valid.clone(),
+            tx,
+            inflight: Arc::default(),
+            metrics: Arc::new(Metrics::default()),
+        };
+        assert!(!r.stopped());
+        assert!(r.left() > Duration::ZERO);
+        tokio::time::timeout(Duration::from_secs(5), r.until_stopped())
+            .await
+            .expect("until_stopped resolves when the validity runs out");
+        assert!(r.stopped());
+        let msg = PushMsg {
+            r#type: 1,
+            room: "live://1".into(),
+            ..Default::default()
+        }
+        .to_bytes();
+        assert!(
+            !r.deliver(&msg, "late", || {}).await,
+            "nothing taken past it"
+        );
+        // A renewal (sent later) makes it valid again; an older one never shortens it.
+        valid.extend_to(Instant::now() + Duration::from_secs(60));
+        valid.extend_to(Instant::now());
+        assert!(!r.stopped());
+        assert!(r.deliver(&msg, "renewed", || {}).await);
     }
 }

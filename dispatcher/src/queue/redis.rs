@@ -277,8 +277,55 @@ impl Inner {
             .map_err(|e| err(format!("lease of partition {p} at {}: {e}", self.url)))
     }
 
+    /// Bounds one round trip by `d`.
+    async fn bounded_by<T>(
+        &self,
+        d: Duration,
+        f: impl std::future::Future<Output = T>,
+    ) -> Result<T> {
+        tokio::time::timeout(d, f).await.map_err(|_| {
+            err(format!(
+                "Redis at {} did not answer within {} ms",
+                self.url,
+                d.as_millis()
+            ))
+        })
+    }
+
+    /// One XAUTOCLAIM page: entries pending for at least `min_idle_ms` from `cursor` on, now
+    /// this member's; the next cursor ("0-0" at the end).
+    async fn claim(
+        &self,
+        con: &mut MultiplexedConnection,
+        stream: &str,
+        min_idle_ms: u64,
+        cursor: &str,
+        within: Duration,
+    ) -> Result<(String, Entries)> {
+        let reply: Value = self
+            .bounded_by(
+                within,
+                ::redis::cmd("XAUTOCLAIM")
+                    .arg(stream)
+                    .arg(&self.cfg.group)
+                    .arg(&self.member)
+                    .arg(min_idle_ms)
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(READ_COUNT)
+                    .query_async(con),
+            )
+            .await?
+            .map_err(|e| err(format!("claiming in {stream} at {}: {e}", self.url)))?;
+        parse_autoclaim(reply).map_err(|e| err(format!("{stream}: {e}")))
+    }
+
     /// Reads partition `p` once connected: claims what others left unfinished (skipping what
-    /// this reader already has in flight), then reads new entries until stopped.
+    /// this reader already has in flight), then reads new entries until stopped. Every round
+    /// trip ends within the lease's validity (an entry read after it would sit in this
+    /// member's pending list); once per lease period it also claims entries pending for two
+    /// lease periods anywhere (a read that outlived its bound; an acknowledgement that failed),
+    /// which then arrive late rather than never.
     async fn read(
         &self,
         p: u32,
@@ -287,12 +334,14 @@ impl Inner {
     ) -> Result<()> {
         let stream = self.stream(p);
         let at = |e: ::redis::RedisError| err(format!("reading {stream} at {}: {e}", self.url));
+        let within = |r: &Reader| r.left().min(self.timeout + READ_BLOCK);
         let mut con = self
-            .bounded(connect_reader(&self.client, self.timeout))
+            .bounded_by(within(reader), connect_reader(&self.client, self.timeout))
             .await?
             .map_err(at)?;
         let created: ::redis::RedisResult<()> = self
-            .bounded(
+            .bounded_by(
+                within(reader),
                 ::redis::cmd("XGROUP")
                     .arg("CREATE")
                     .arg(&stream)
@@ -309,42 +358,64 @@ impl Inner {
         }
         let mut cursor = "0-0".to_string();
         loop {
-            let reply: Value = self
-                .bounded(
-                    ::redis::cmd("XAUTOCLAIM")
-                        .arg(&stream)
-                        .arg(&self.cfg.group)
-                        .arg(&self.member)
-                        .arg(0)
-                        .arg(&cursor)
-                        .arg("COUNT")
-                        .arg(READ_COUNT)
-                        .query_async(&mut con),
-                )
-                .await?
-                .map_err(at)?;
-            let (next, entries) =
-                parse_autoclaim(reply).map_err(|e| err(format!("{stream}: {e}")))?;
-            for (id, payload) in entries {
-                if inflight
-                    .lock()
-                    .unwrap_or_else(|x| x.into_inner())
-                    .contains(&id)
-                {
-                    continue;
-                }
-                if !self.hand_over(p, reader, inflight, id, payload).await {
-                    return Ok(());
-                }
+            if reader.stopped() {
+                return Ok(());
+            }
+            let (next, entries) = self
+                .claim(&mut con, &stream, 0, &cursor, within(reader))
+                .await?;
+            if !self.hand_over_all(p, reader, inflight, entries).await {
+                return Ok(());
             }
             if next == "0-0" {
                 break;
             }
             cursor = next;
         }
+        self.forget_idle_consumers(&mut con, &stream).await;
+        let sweep_every = Duration::from_millis(self.cfg.lease_ms);
+        let mut swept = std::time::Instant::now();
+        let mut sweep_cursor = "0-0".to_string();
         while !reader.stopped() {
+            if swept.elapsed() >= sweep_every {
+                swept = std::time::Instant::now();
+                let (next, entries) = self
+                    .claim(
+                        &mut con,
+                        &stream,
+                        2 * self.cfg.lease_ms,
+                        &sweep_cursor,
+                        within(reader),
+                    )
+                    .await?;
+                sweep_cursor = next;
+                let inflight_now = inflight.lock().unwrap_or_else(|x| x.into_inner()).clone();
+                let late: Entries = entries
+                    .into_iter()
+                    .filter(|(id, _)| !inflight_now.contains(id))
+                    .collect();
+                if !late.is_empty() {
+                    tracing::warn!(
+                        "redis queue: {} entries of {stream} left pending for {} ms are delivered late",
+                        late.len(),
+                        2 * self.cfg.lease_ms
+                    );
+                }
+                if !self.hand_over_all(p, reader, inflight, late).await {
+                    return Ok(());
+                }
+            }
+            // The read blocks at most half of what is left of the lease, and must be answered
+            // within what is left.
+            let left = reader.left();
+            if left < Duration::from_millis(20) {
+                reader.pause(Duration::from_millis(10)).await;
+                continue;
+            }
+            let block = READ_BLOCK.min(left / 2).max(Duration::from_millis(1));
             let reply: Value = self
-                .bounded(
+                .bounded_by(
+                    left.min(block + self.timeout),
                     ::redis::cmd("XREADGROUP")
                         .arg("GROUP")
                         .arg(&self.cfg.group)
@@ -352,7 +423,7 @@ impl Inner {
                         .arg("COUNT")
                         .arg(READ_COUNT)
                         .arg("BLOCK")
-                        .arg(READ_BLOCK.as_millis() as u64)
+                        .arg(block.as_millis() as u64)
                         .arg("STREAMS")
                         .arg(&stream)
                         .arg(">")
@@ -361,13 +432,64 @@ impl Inner {
                 .await?
                 .map_err(at)?;
             let entries = parse_read(reply).map_err(|e| err(format!("{stream}: {e}")))?;
-            for (id, payload) in entries {
-                if !self.hand_over(p, reader, inflight, id, payload).await {
-                    return Ok(());
-                }
+            if !self.hand_over_all(p, reader, inflight, entries).await {
+                return Ok(());
             }
         }
         Ok(())
+    }
+
+    /// Hands entries over in order, skipping those this reader already has in flight; `false`
+    /// once the reader is stopped.
+    async fn hand_over_all(
+        &self,
+        p: u32,
+        reader: &mut Reader,
+        inflight: &Arc<Mutex<HashSet<String>>>,
+        entries: Entries,
+    ) -> bool {
+        for (id, payload) in entries {
+            if inflight
+                .lock()
+                .unwrap_or_else(|x| x.into_inner())
+                .contains(&id)
+            {
+                continue;
+            }
+            if !self.hand_over(p, reader, inflight, id, payload).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Removes the group's consumers that hold no pending entry and were idle for ten lease
+    /// periods (dispatchers that stopped: each run is a new member). Best effort.
+    async fn forget_idle_consumers(&self, con: &mut MultiplexedConnection, stream: &str) {
+        let info: Result<::redis::RedisResult<Value>> = self
+            .bounded(
+                ::redis::cmd("XINFO")
+                    .arg("CONSUMERS")
+                    .arg(stream)
+                    .arg(&self.cfg.group)
+                    .query_async(con),
+            )
+            .await;
+        let Ok(Ok(info)) = info else { return };
+        for (name, pending, idle_ms) in parse_consumers(info) {
+            if name != self.member && pending == 0 && idle_ms > 10 * self.cfg.lease_ms {
+                let _: Result<::redis::RedisResult<i64>> = self
+                    .bounded(
+                        ::redis::cmd("XGROUP")
+                            .arg("DELCONSUMER")
+                            .arg(stream)
+                            .arg(&self.cfg.group)
+                            .arg(&name)
+                            .query_async(con),
+                    )
+                    .await;
+            }
+        }
     }
 
     /// Gives one entry to the job; its completion queues its XACK + XDEL.
@@ -498,22 +620,68 @@ fn parse_read(v: Value) -> std::result::Result<Entries, String> {
     }
 }
 
-/// Sends XACK + XDEL for finished entries, batched per partition. An entry whose
-/// acknowledgement fails three times stays pending: the partition's next owner delivers it
-/// again (at-least-once). The channel holds at most the messages in flight.
+/// XINFO CONSUMERS: (name, pending, idle ms) of each consumer.
+fn parse_consumers(v: Value) -> Vec<(String, u64, u64)> {
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    };
+    let Value::Array(consumers) = v else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for c in consumers {
+        let pairs: Vec<(Value, Value)> = match c {
+            Value::Array(flat) => {
+                let mut it = flat.into_iter();
+                std::iter::from_fn(|| Some((it.next()?, it.next()?))).collect()
+            }
+            Value::Map(m) => m,
+            _ => continue,
+        };
+        let (mut name, mut pending, mut idle) = (None, None, None);
+        for (k, v) in pairs {
+            match (text(&k).as_deref(), v) {
+                (Some("name"), v) => name = text(&v),
+                (Some("pending"), Value::Int(n)) => pending = Some(n.max(0) as u64),
+                (Some("idle"), Value::Int(n)) => idle = Some(n.max(0) as u64),
+                _ => {}
+            }
+        }
+        if let (Some(n), Some(p), Some(i)) = (name, pending, idle) {
+            out.push((n, p, i));
+        }
+    }
+    out
+}
+
+/// Sends XACK + XDEL for finished entries, batched per partition. A batch that fails is tried
+/// again with the next ones, every 100 ms while Redis does not answer; an entry whose
+/// acknowledgement never lands stays pending and comes again (the reader's sweep, or the
+/// partition's next owner). The channel and the retry list hold at most the messages in
+/// flight.
 async fn acknowledge(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<(u32, String)>) {
     let mut errors = 0u64;
-    while let Some(first) = rx.recv().await {
-        let mut batch: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-        batch.entry(first.0).or_default().push(first.1);
-        let mut n = 1;
+    let mut batch: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    loop {
+        if batch.is_empty() {
+            match rx.recv().await {
+                Some((p, id)) => batch.entry(p).or_default().push(id),
+                None => return,
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut n = batch.values().map(Vec::len).sum::<usize>();
         while n < ACK_BATCH
             && let Ok((p, id)) = rx.try_recv()
         {
             batch.entry(p).or_default().push(id);
             n += 1;
         }
-        for (p, ids) in batch {
+        let mut failed = BTreeMap::new();
+        for (p, ids) in std::mem::take(&mut batch) {
             let stream = inner.stream(p);
             let mut pipe = ::redis::pipe();
             pipe.cmd("XACK")
@@ -525,29 +693,22 @@ async fn acknowledge(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<(u32, St
                 .arg(&stream)
                 .arg(&ids)
                 .ignore();
-            let mut done = false;
-            for attempt in 0..3 {
-                let mut con = inner.con.clone();
-                match inner.bounded(pipe.exec_async(&mut con)).await {
-                    Ok(Ok(())) => {
-                        done = true;
-                        break;
-                    }
-                    Ok(Err(e)) => tracing::debug!("acknowledging in {stream}: {e}"),
-                    Err(e) => tracing::debug!("acknowledging in {stream}: {e}"),
-                }
-                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            let mut con = inner.con.clone();
+            let why = match inner.bounded(pipe.exec_async(&mut con)).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            };
+            errors += 1;
+            if errors.is_power_of_two() {
+                tracing::warn!(
+                    "redis queue: acknowledging {} finished entries of {stream}: {why}; trying again ({errors} failures so far)",
+                    ids.len()
+                );
             }
-            if !done {
-                errors += 1;
-                if errors.is_power_of_two() {
-                    tracing::warn!(
-                        "redis queue: {} finished entries of {stream} could not be acknowledged; the partition's next owner delivers them again ({errors} failures so far)",
-                        ids.len()
-                    );
-                }
-            }
+            failed.insert(p, ids);
         }
+        batch = failed;
     }
 }
 
@@ -657,5 +818,27 @@ mod tests {
         assert!(parse_autoclaim(Value::Int(3)).is_err());
         assert!(parse_read(Value::Int(3)).is_err());
         assert!(parse_entries(Value::Array(vec![Value::Array(vec![bulk("1-0")])])).is_err());
+    }
+
+    #[test]
+    fn consumers_parse_from_xinfo() {
+        let c = |name: &str, pending: i64, idle: i64| {
+            Value::Array(vec![
+                bulk("name"),
+                bulk(name),
+                bulk("pending"),
+                Value::Int(pending),
+                bulk("idle"),
+                Value::Int(idle),
+                bulk("inactive"),
+                Value::Int(idle),
+            ])
+        };
+        let v = Value::Array(vec![c("a", 0, 70_000), c("b", 3, 10)]);
+        assert_eq!(
+            parse_consumers(v),
+            [("a".into(), 0, 70_000), ("b".into(), 3, 10)]
+        );
+        assert!(parse_consumers(Value::Nil).is_empty());
     }
 }
