@@ -6,13 +6,14 @@
 //!   feed the [`registry`] (key → gateway, mid → keys).
 //! - **business server → queue** (logic role): the HTTP API ([`api`], goim's routes and
 //!   envelope) resolves keys and mids through the registry, turns each push into goim's
-//!   `PushMsg` and produces it to the [`queue`] (embedded channel, or Kafka); the call answers
-//!   once the queue holds it.
+//!   `PushMsg` and produces it to the [`queue`] (embedded channel, Kafka, NATS JetStream or
+//!   Redis Streams); the call answers once the queue holds it.
 //! - **queue → gateways** (job role): the [`job`] takes messages off the queue in order, batches
 //!   room messages ([`batcher`]), splits broadcast speed over gateways, and hands each push to
 //!   its gateway's [`outbox`], which sends it down the link and holds it until the gateway
 //!   acknowledges it (resending after a re-dial). The message's completion token is released
-//!   only then, which is when Kafka's offset may be committed.
+//!   only then, which is when the queue may forget the message (Kafka commits its offset, NATS
+//!   and Redis acknowledge it).
 //! - **room history**: the job numbers each room batch as it flushes it and keeps the last
 //!   messages ([`history`]); a gateway's recover request is answered by the job in the same
 //!   queue as the room's batches, so the client gets what it missed and then the live stream.
@@ -181,8 +182,8 @@ impl Dispatcher {
 
     /// Stops serving: the HTTP API stops taking requests; with the embedded queue, what it
     /// accepted is delivered first (for up to `drain` while gateways acknowledge it; what is
-    /// left is logged); then links drop and tasks end. A Kafka queue re-delivers what was not
-    /// finished to the dispatchers that remain.
+    /// left is logged); then links drop and tasks end. A durable queue (Kafka, NATS, Redis)
+    /// re-delivers what was not finished to the dispatchers that remain.
     pub fn stop_within(mut self, drain: Duration) {
         let _ = self.closing.send(true);
         let started = Instant::now();

@@ -118,8 +118,9 @@ counters! {
     session_errors,
     /// Upstream client messages received from gateways.
     upstream_messages,
-    /// Times this dispatcher's Kafka partition assignment changed (each clears the room
-    /// history: rooms may have moved to or from another dispatcher).
+    /// Times the queue partitions this dispatcher reads changed (Kafka's assignment, NATS and
+    /// Redis leases; each clears the room history: rooms may have moved to or from another
+    /// dispatcher).
     queue_assignment_changes,
     /// Recover requests answered with the missed messages.
     recover_found,

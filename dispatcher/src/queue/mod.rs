@@ -3,8 +3,13 @@
 //!
 //! Each delivery carries a [`Done`] token. The job clones it into every push it makes for the
 //! message; when the last clone drops (every gateway acknowledged, or the push was given up and
-//! counted), the backend learns the message is finished. Kafka commits offsets from that
-//! (at-least-once); the embedded channel has nothing to commit.
+//! counted), the backend learns the message is finished. Kafka commits offsets from that, NATS
+//! and Redis acknowledge the message (at-least-once); the embedded channel has nothing to
+//! commit.
+//!
+//! Backends: [`embedded`] (one process), [`kafka`] (goim's topic and consumer group), [`nats`]
+//! (JetStream) and [`redis`] (Streams). The last two keep one room on one reader through
+//! partitions held by lease ([`ownership`]); [`timed`] wraps any of them to time produces.
 
 pub mod embedded;
 pub mod kafka;
