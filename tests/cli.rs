@@ -124,7 +124,7 @@ fn dispatcher_and_up_print_their_effective_configs() {
     let dir = std::env::temp_dir().join(format!("corecast-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let d = dir.join("dispatcher.toml");
-    std::fs::write(&d, "[queue]\nkind = \"nats\"\n").unwrap();
+    std::fs::write(&d, "[queue]\nkind = \"rabbitmq\"\n").unwrap();
     let out = corecast()
         .args(["dispatcher", "--config"])
         .arg(&d)
@@ -132,7 +132,38 @@ fn dispatcher_and_up_print_their_effective_configs() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("queue.kind \"nats\""), "{err}");
+    assert!(err.contains("queue.kind \"rabbitmq\""), "{err}");
+    // A durable queue whose broker does not answer stops the start, naming it.
+    let port = free_port();
+    for (kind, url, needle) in [
+        (
+            "nats",
+            format!("servers = [\"nats://127.0.0.1:{port}\"]"),
+            "cannot reach NATS",
+        ),
+        (
+            "redis",
+            format!("url = \"redis://127.0.0.1:{port}\""),
+            "cannot reach Redis",
+        ),
+    ] {
+        std::fs::write(
+            &d,
+            format!("http_bind = \"127.0.0.1:0\"\nlink_bind = \"127.0.0.1:0\"\n[queue]\nkind = \"{kind}\"\n[queue.{kind}]\n{url}\n"),
+        )
+        .unwrap();
+        let out = corecast()
+            .args(["dispatcher", "--config"])
+            .arg(&d)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(needle) && err.contains(&port.to_string()),
+            "{kind}: {err}"
+        );
+    }
     // `up` prints both roles' configs, each under a comment naming its flag.
     std::fs::write(&d, "[job]\nroom_linger_ms = 7\n").unwrap();
     let out = corecast()

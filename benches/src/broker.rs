@@ -121,75 +121,63 @@ fn unique_dir(tag: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("corecast-{tag}-{}-{nanos}", std::process::id()))
 }
 
-/// Debian's `nats-server` (package `nats-server`), with JetStream.
-pub const NATS_SERVER: &str = "/usr/sbin/nats-server";
-
-/// A running `nats-server -js`.
-pub struct NatsServer {
+/// A broker child process on a fixed loopback port, with a directory of its own (removed on
+/// drop), that can be stopped and started again on the same port and directory.
+struct Supervised {
+    what: &'static str,
     child: Option<Child>,
     port: u16,
     dir: std::path::PathBuf,
+    command: fn(&std::path::Path, u16) -> Command,
 }
 
-impl NatsServer {
-    /// Starts on `port` (0: a free one) with a fresh store directory.
-    pub fn start(port: u16) -> anyhow::Result<NatsServer> {
-        if !std::path::Path::new(NATS_SERVER).exists() {
+impl Supervised {
+    fn start(
+        what: &'static str,
+        path: &str,
+        package: &str,
+        port: u16,
+        command: fn(&std::path::Path, u16) -> Command,
+    ) -> anyhow::Result<Supervised> {
+        if !std::path::Path::new(path).exists() {
             bail!(
-                "{NATS_SERVER} is missing: run scripts/test.sh, which installs it (Debian package nats-server)"
+                "{path} is missing: run scripts/test.sh, which installs it (Debian package {package})"
             );
         }
         let port = match port {
             0 => free_port()?,
             p => p,
         };
-        let mut server = NatsServer {
+        let mut c = Supervised {
+            what,
             child: None,
             port,
-            dir: unique_dir("nats"),
+            dir: unique_dir(what),
+            command,
         };
-        std::fs::create_dir_all(&server.dir)?;
-        server.start_again()?;
-        Ok(server)
+        std::fs::create_dir_all(&c.dir)?;
+        c.start_again()?;
+        Ok(c)
     }
 
-    /// (Re)starts the server on the same port and store (after [`NatsServer::stop`]).
-    pub fn start_again(&mut self) -> anyhow::Result<()> {
+    fn start_again(&mut self) -> anyhow::Result<()> {
         self.stop();
-        let mut child = Command::new(NATS_SERVER)
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
-            .arg(&self.dir)
+        let mut child = (self.command)(&self.dir, self.port)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .with_context(|| format!("starting {NATS_SERVER}"))?;
-        let ready = wait_listening(&mut child, "nats-server", self.port);
+            .with_context(|| format!("starting {}", self.what))?;
+        let ready = wait_listening(&mut child, self.what, self.port);
         self.child = Some(child);
         ready
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    pub fn pid(&self) -> Option<u32> {
+    fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Kills the server; its store stays for [`NatsServer::start_again`].
-    pub fn stop(&mut self) {
+    fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -197,87 +185,106 @@ impl NatsServer {
     }
 }
 
-impl Drop for NatsServer {
+impl Drop for Supervised {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Debian's `nats-server` (package `nats-server`), with JetStream.
+pub const NATS_SERVER: &str = "/usr/sbin/nats-server";
+
+/// A running `nats-server -js`, its store in its own directory: [`NatsServer::stop`] keeps it
+/// for [`NatsServer::start_again`].
+pub struct NatsServer(Supervised);
+
+impl NatsServer {
+    /// Starts on `port` (0: a free one) with a fresh store directory.
+    pub fn start(port: u16) -> anyhow::Result<NatsServer> {
+        Supervised::start(
+            "nats-server",
+            NATS_SERVER,
+            "nats-server",
+            port,
+            |dir, port| {
+                let mut c = Command::new(NATS_SERVER);
+                c.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+                    .arg(dir);
+                c
+            },
+        )
+        .map(NatsServer)
+    }
+
+    /// (Re)starts the server on the same port and store (after [`NatsServer::stop`]).
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        self.0.start_again()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.0.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.0.port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.0.pid()
+    }
+
+    /// Kills the server; its store stays.
+    pub fn stop(&mut self) {
+        self.0.stop()
     }
 }
 
 /// Debian's `redis-server` (package `redis-server`).
 pub const REDIS_SERVER: &str = "/usr/bin/redis-server";
 
-/// A running `redis-server` without persistence.
-pub struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-    dir: std::path::PathBuf,
-}
+/// A running `redis-server` without persistence (a restart starts empty).
+pub struct RedisServer(Supervised);
 
 impl RedisServer {
     /// Starts on `port` (0: a free one).
     pub fn start(port: u16) -> anyhow::Result<RedisServer> {
-        if !std::path::Path::new(REDIS_SERVER).exists() {
-            bail!(
-                "{REDIS_SERVER} is missing: run scripts/test.sh, which installs it (Debian package redis-server)"
-            );
-        }
-        let port = match port {
-            0 => free_port()?,
-            p => p,
-        };
-        let mut server = RedisServer {
-            child: None,
+        Supervised::start(
+            "redis-server",
+            REDIS_SERVER,
+            "redis-server",
             port,
-            dir: unique_dir("redis"),
-        };
-        std::fs::create_dir_all(&server.dir)?;
-        server.start_again()?;
-        Ok(server)
+            |dir, port| {
+                let mut c = Command::new(REDIS_SERVER);
+                c.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                    .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                    .arg("--dir")
+                    .arg(dir);
+                c
+            },
+        )
+        .map(RedisServer)
     }
 
     /// (Re)starts the server on the same port, empty.
     pub fn start_again(&mut self) -> anyhow::Result<()> {
-        self.stop();
-        let mut child = Command::new(REDIS_SERVER)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {REDIS_SERVER}"))?;
-        let ready = wait_listening(&mut child, "redis-server", self.port);
-        self.child = Some(child);
-        ready
+        self.0.start_again()
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.0.port
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("redis://127.0.0.1:{}", self.0.port)
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.0.pid()
     }
 
     /// Kills the server (it keeps nothing).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.0.stop()
     }
 }

@@ -154,6 +154,43 @@ pub fn metric(http_addr: SocketAddr, name: &str) -> u64 {
     super::procs::metric(&text, name)
 }
 
+/// Waits until two dispatchers split the 4 partitions between them, each reading some (each
+/// change of the partitions read clears a dispatcher's room history).
+pub fn wait_split(a: SocketAddr, b: SocketAddr) {
+    let t = Instant::now();
+    loop {
+        let (la, lb) = (lag(a), lag(b));
+        let mut parts: Vec<&String> = la.iter().chain(&lb).map(|(p, _)| p).collect();
+        parts.sort();
+        parts.dedup();
+        if !la.is_empty() && !lb.is_empty() && la.len() + lb.len() == 4 && parts.len() == 4 {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the partitions never split between the two: a {la:?}, b {lb:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// One listener per room `live://0..rooms` on `g`, for `count` messages (None: until `secs`).
+pub fn room_listeners(
+    g: &gateway::Gateway,
+    rooms: usize,
+    count: Option<u64>,
+    secs: u64,
+) -> Vec<(usize, std::thread::JoinHandle<Vec<serde_json::Value>>)> {
+    (0..rooms)
+        .map(|room| {
+            (
+                room,
+                listen(client(g, &format!("live://{room}"), count, secs)),
+            )
+        })
+        .collect()
+}
+
 pub fn push_room(http_addr: SocketAddr, room: usize, body: &str) -> serde_json::Value {
     let path = format!("/goim/push/room?operation=1000&type=live&room={room}");
     http(http_addr, "POST", &path, body.as_bytes()).1
@@ -164,23 +201,7 @@ pub fn recovery_comes_from_the_dispatcher_that_owns_the_room(kind: Kind) {
     let a = DispatcherProc::start(kind.name(), &broker.dispatcher_toml());
     let b = DispatcherProc::start(kind.name(), &broker.dispatcher_toml());
     let g = gateway("k-hist", &[a.link, b.link]);
-    // The group settled: the 4 partitions split between the two (each change of assignment
-    // clears a dispatcher's history, so the offsets below must come after the last one).
-    let t = Instant::now();
-    loop {
-        let (la, lb) = (lag(a.http), lag(b.http));
-        let mut parts: Vec<&String> = la.iter().chain(&lb).map(|(p, _)| p).collect();
-        parts.sort();
-        parts.dedup();
-        if !la.is_empty() && !lb.is_empty() && la.len() + lb.len() == 4 && parts.len() == 4 {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "the group never split the partitions: a {la:?}, b {lb:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_split(a.http, b.http);
     let first = listen(client(&g, "live://7", Some(1), 60));
     wait_conns(a.http, 1);
     assert_eq!(push_room(a.http, 7, "first")["code"], 0);
@@ -354,14 +375,7 @@ pub fn a_killed_dispatcher_loses_no_acknowledged_push(kind: Kind) {
     let g = gateway("kill-g", &[a.link, b.link]);
     const ROOMS: usize = 4;
     const PER_ROOM: usize = 300;
-    let clients: Vec<_> = (0..ROOMS)
-        .map(|room| {
-            (
-                room,
-                listen(client(&g, &format!("live://{room}"), None, 30)),
-            )
-        })
-        .collect();
+    let clients = room_listeners(&g, ROOMS, None, 30);
     wait_conns(b.http, 4);
     // Both dispatchers must own partitions before one dies: warm up until each has consumed.
     let t = Instant::now();
@@ -477,28 +491,9 @@ pub fn unfinished_messages_of_a_killed_dispatcher_are_delivered_by_the_next_read
     let g = gateway("unfinished-g", &[b.link]);
     const ROOMS: usize = 8;
     const PER_ROOM: usize = 20;
-    let clients: Vec<_> = (0..ROOMS)
-        .map(|room| {
-            let args = client(&g, &format!("live://{room}"), Some(PER_ROOM as u64 + 1), 60);
-            (room, listen(args))
-        })
-        .collect();
+    let clients = room_listeners(&g, ROOMS, Some(PER_ROOM as u64 + 1), 60);
     wait_conns(b.http, ROOMS as u64);
-    let t = Instant::now();
-    loop {
-        let (la, lb) = (lag(a.http), lag(b.http));
-        let mut parts: Vec<&String> = la.iter().chain(&lb).map(|(p, _)| p).collect();
-        parts.sort();
-        parts.dedup();
-        if !la.is_empty() && !lb.is_empty() && parts.len() == 4 {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "the partitions never split: a {la:?}, b {lb:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_split(a.http, b.http);
     for seq in 0..PER_ROOM {
         for room in 0..ROOMS {
             let v = push_room(b.http, room, &format!("{room}-{seq}"));
@@ -642,23 +637,9 @@ pub fn a_frozen_dispatcher_stops_reading_when_its_lease_runs_out(kind: Kind) {
     let b = DispatcherProc::start(kind.name(), &broker.dispatcher_toml());
     let g = gateway("frozen-g", &[a.link, b.link]);
     const ROOMS: usize = 4;
-    let clients: Vec<_> = (0..ROOMS)
-        .map(|room| {
-            (
-                room,
-                listen(client(&g, &format!("live://{room}"), None, 30)),
-            )
-        })
-        .collect();
+    let clients = room_listeners(&g, ROOMS, None, 30);
     wait_conns(b.http, ROOMS as u64);
-    let t = Instant::now();
-    while lag(a.http).is_empty() || lag(b.http).is_empty() {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "the partitions never split"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_split(a.http, b.http);
     let start = Instant::now();
     let mut acked: Vec<Vec<usize>> = vec![Vec::new(); ROOMS];
     let (mut frozen, mut thawed) = (false, false);
