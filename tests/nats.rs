@@ -49,3 +49,8 @@ fn heavy_nats_a_malformed_queue_message_is_counted_and_skipped() {
 fn heavy_nats_a_frozen_dispatcher_stops_reading_when_its_lease_runs_out() {
     queues::a_frozen_dispatcher_stops_reading_when_its_lease_runs_out(Kind::Nats);
 }
+
+#[test]
+fn heavy_nats_a_stopped_dispatcher_hands_its_partitions_over() {
+    queues::a_stopped_dispatcher_hands_its_partitions_over(Kind::Nats);
+}

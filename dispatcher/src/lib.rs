@@ -197,6 +197,22 @@ impl Dispatcher {
                 "dispatcher stopping with {left} accepted pushes not yet acknowledged by gateways"
             );
         }
+        // A leased queue hands its partitions over (waiting for what is in flight), so another
+        // dispatcher reads them at once rather than when the leases expire.
+        if let Some(rt) = &self.runtime {
+            let (done, wait) = std::sync::mpsc::channel();
+            let queue = self.app.queue.clone();
+            rt.spawn(async move {
+                queue.close().await;
+                let _ = done.send(());
+            });
+            let left = drain
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_secs(1));
+            if wait.recv_timeout(left).is_err() {
+                tracing::warn!("dispatcher stopping before its queue handed its partitions back");
+            }
+        }
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_timeout(Duration::from_secs(2));
         }

@@ -678,3 +678,41 @@ pub fn a_frozen_dispatcher_stops_reading_when_its_lease_runs_out(kind: Kind) {
     }
     g.stop();
 }
+
+/// A dispatcher stopped with SIGTERM hands its partitions over (ends its membership, releases
+/// its leases once what it had in flight finished): the other dispatcher reads them long before
+/// the leases (20 s here) would have expired, and pushes to every room arrive.
+pub fn a_stopped_dispatcher_hands_its_partitions_over(kind: Kind) {
+    let broker = QueueServer::start(kind);
+    let toml = broker
+        .dispatcher_toml()
+        .replace("lease_ms = 2000", "lease_ms = 20000");
+    assert!(toml.contains("lease_ms = 20000"), "{toml}");
+    let mut a = DispatcherProc::start(kind.name(), &toml);
+    let b = DispatcherProc::start(kind.name(), &toml);
+    let g = gateway("handover-g", &[a.link, b.link]);
+    const ROOMS: usize = 8;
+    let clients = room_listeners(&g, ROOMS, Some(1), 60);
+    wait_conns(b.http, ROOMS as u64);
+    wait_split(a.http, b.http);
+    a.p.signal(libc::SIGTERM);
+    let status = a.p.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "{status:?}");
+    let stopped = Instant::now();
+    while lag(b.http).len() < 4 {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(15),
+            "b reads {:?}, not all 4 partitions, {:?} after a stopped (its leases run 20 s)",
+            lag(b.http),
+            stopped.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for room in 0..ROOMS {
+        assert_eq!(push_room(b.http, room, &format!("{room}-after"))["code"], 0);
+    }
+    for (room, c) in clients {
+        assert_eq!(bodies(&c.join().unwrap()), [format!("{room}-after")]);
+    }
+    g.stop();
+}

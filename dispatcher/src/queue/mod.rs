@@ -45,6 +45,13 @@ pub trait Queue: Send + Sync {
     fn lag(&self) -> Vec<(i32, u64)> {
         Vec::new()
     }
+    /// The dispatcher is stopping: stop taking messages off the queue, and hand what this
+    /// dispatcher reads over to the others (NATS and Redis release their partition leases once
+    /// what is in flight finished, so another dispatcher takes over at once rather than when the
+    /// leases expire). Nothing to do for the embedded queue and Kafka.
+    fn close(&self) -> BoxFut<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// One message for the job, with its completion token.

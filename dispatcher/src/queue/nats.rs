@@ -56,6 +56,7 @@ const MISSED_HEARTBEATS: u32 = 3;
 pub struct Nats {
     inner: Arc<Inner>,
     lag: Arc<Lag>,
+    closing: Arc<ownership::Closing>,
 }
 
 struct Inner {
@@ -160,6 +161,7 @@ impl Nats {
         tokio::spawn(acknowledge(acks_rx, timeout));
         let (tx, rx) = mpsc::channel(1024);
         let lag = Arc::new(Lag::default());
+        let closing = Arc::new(ownership::Closing::default());
         tracing::info!(
             "queue: NATS JetStream at {servers} (stream {}, subjects {}.0..{}, member {})",
             cfg.stream,
@@ -176,9 +178,17 @@ impl Nats {
             tx,
             metrics,
             lag: lag.clone(),
+            closing: closing.clone(),
         };
         tokio::spawn(owner.run());
-        Ok((Nats { inner, lag }, rx))
+        Ok((
+            Nats {
+                inner,
+                lag,
+                closing,
+            },
+            rx,
+        ))
     }
 }
 
@@ -227,6 +237,10 @@ impl Queue for Nats {
 
     fn lag(&self) -> Vec<(i32, u64)> {
         self.lag.get()
+    }
+
+    fn close(&self) -> BoxFut<'_, ()> {
+        Box::pin(self.closing.close())
     }
 }
 
@@ -464,6 +478,13 @@ impl Backend for Inner {
                 self.owners.delete_expect_revision(&key, Some(rev)),
             )
             .await
+        })
+    }
+
+    fn leave(&self) -> BoxFut<'_, Result<()>> {
+        Box::pin(async move {
+            let key = format!("member.{}", self.member);
+            self.bounded("leaving", self.owners.delete(&key)).await
         })
     }
 

@@ -56,6 +56,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn renew(&self, partition: u32) -> BoxFut<'_, Result<bool>>;
     /// Gives a held lease up (not another dispatcher's).
     fn release(&self, partition: u32) -> BoxFut<'_, Result<()>>;
+    /// Ends this dispatcher's membership (it is stopping): the others' shares grow at once.
+    fn leave(&self) -> BoxFut<'_, Result<()>>;
     /// Messages in `partition` not yet finished.
     fn lag(&self, partition: u32) -> BoxFut<'_, Result<u64>>;
     /// Reads `partition` into the job until the reader is stopped: first what a previous owner
@@ -250,6 +252,28 @@ pub(crate) struct Owner<B: Backend> {
     pub(crate) tx: mpsc::Sender<Delivery>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) lag: Arc<Lag>,
+    /// Set when the dispatcher stops; see [`Closing`].
+    pub(crate) closing: Arc<Closing>,
+}
+
+/// Tells the ownership loop the dispatcher is stopping, and when it has handed its partitions
+/// back.
+#[derive(Default)]
+pub(crate) struct Closing {
+    asked: tokio::sync::Notify,
+    done: tokio::sync::Notify,
+    is_asked: std::sync::atomic::AtomicBool,
+}
+
+impl Closing {
+    /// Asks the loop to stop reading, let what is in flight finish (at most one lease period)
+    /// and release every lease; resolves once it did.
+    pub(crate) async fn close(&self) {
+        let done = self.done.notified();
+        self.is_asked.store(true, Ordering::SeqCst);
+        self.asked.notify_one();
+        done.await;
+    }
 }
 
 impl<B: Backend> Owner<B> {
@@ -263,7 +287,7 @@ impl<B: Backend> Owner<B> {
         let mut held: BTreeMap<u32, Held> = BTreeMap::new();
         let mut members = 1usize;
         let mut errors = 0u64;
-        while !self.tx.is_closed() {
+        while !self.tx.is_closed() && !self.closing.is_asked.load(Ordering::SeqCst) {
             // Renew what is held, all at once; drop what was taken over or not renewed in time.
             let backend = &*self.backend;
             let renewals = futures_util::future::join_all(held.keys().map(|&p| async move {
@@ -381,12 +405,39 @@ impl<B: Backend> Owner<B> {
                     .filter_map(|(p, r)| Some((p as i32, r.ok()?.ok()?)))
                     .collect(),
             );
-            tokio::time::sleep(tick).await;
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = self.closing.asked.notified() => {}
+            }
         }
-        for (p, h) in held {
+        // Stopping: no more reads; what is in flight finishes (its leases renewed meanwhile, for
+        // at most one lease period), then every lease goes back.
+        for h in held.values() {
             let _ = h.stop.send(true);
+        }
+        let since = Instant::now();
+        while since.elapsed() < self.lease
+            && held
+                .values()
+                .any(|h| h.inflight.load(Ordering::Relaxed) > 0 || !h.task.is_finished())
+        {
+            for &p in held.keys() {
+                let _ = tokio::time::timeout(bound, self.backend.renew(p)).await;
+            }
+            tokio::time::sleep(tick.min(Duration::from_millis(50))).await;
+        }
+        let _ = tokio::time::timeout(bound, self.backend.leave()).await;
+        for &p in held.keys() {
             let _ = tokio::time::timeout(bound, self.backend.release(p)).await;
         }
+        if !held.is_empty() {
+            tracing::info!(
+                "{}: stopping; partitions {:?} handed back",
+                self.name,
+                held.keys().collect::<Vec<_>>()
+            );
+        }
+        self.closing.done.notify_one();
     }
 
     /// Counts a change of the partitions held (the job clears its room history on it).

@@ -100,6 +100,7 @@ return redis.call('ZCARD', KEYS[1])
 pub struct RedisQueue {
     inner: Arc<Inner>,
     lag: Arc<Lag>,
+    closing: Arc<ownership::Closing>,
 }
 
 struct Inner {
@@ -167,6 +168,7 @@ impl RedisQueue {
         tokio::spawn(acknowledge(inner.clone(), acks_rx));
         let (tx, rx) = mpsc::channel(1024);
         let lag = Arc::new(Lag::default());
+        let closing = Arc::new(ownership::Closing::default());
         tracing::info!(
             "queue: Redis Streams at {} ({}:0..{}, group {}, member {})",
             inner.url,
@@ -184,9 +186,17 @@ impl RedisQueue {
             tx,
             metrics,
             lag: lag.clone(),
+            closing: closing.clone(),
         };
         tokio::spawn(owner.run());
-        Ok((RedisQueue { inner, lag }, rx))
+        Ok((
+            RedisQueue {
+                inner,
+                lag,
+                closing,
+            },
+            rx,
+        ))
     }
 }
 
@@ -243,6 +253,10 @@ impl Queue for RedisQueue {
 
     fn lag(&self) -> Vec<(i32, u64)> {
         self.lag.get()
+    }
+
+    fn close(&self) -> BoxFut<'_, ()> {
+        Box::pin(self.closing.close())
     }
 }
 
@@ -739,6 +753,22 @@ impl Backend for Inner {
     fn release(&self, partition: u32) -> BoxFut<'_, Result<()>> {
         Box::pin(async move {
             self.lease_script(&self.release, partition, false).await?;
+            Ok(())
+        })
+    }
+
+    fn leave(&self) -> BoxFut<'_, Result<()>> {
+        Box::pin(async move {
+            let mut con = self.con.clone();
+            let removed: ::redis::RedisResult<i64> = self
+                .bounded(
+                    ::redis::cmd("ZREM")
+                        .arg(format!("{}:members", self.cfg.stream))
+                        .arg(&self.member)
+                        .query_async(&mut con),
+                )
+                .await?;
+            removed.map_err(|e| err(format!("leaving at {}: {e}", self.url)))?;
             Ok(())
         })
     }

@@ -58,6 +58,10 @@ impl Queue for Timed {
     fn lag(&self) -> Vec<(i32, u64)> {
         self.inner.lag()
     }
+
+    fn close(&self) -> BoxFut<'_, ()> {
+        self.inner.close()
+    }
 }
 
 #[cfg(test)]
