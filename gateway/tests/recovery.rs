@@ -161,7 +161,11 @@ fn no_answer_within_the_timeout_is_told_and_joins_live() {
     );
     // The shard stamps the deadline with its clock of the current loop turn, which may be up
     // to a turn (about 100 ms) old: the answer can come that much before 300 ms here.
-    assert!(t.elapsed() >= Duration::from_millis(150), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        t.elapsed()
+    );
     push_room(&gw, "live://quiet", 1000, &[b"q"]);
     assert_eq!(pushed(&mut c, 1)[0].1, "q");
     eventually(5, "the timeout counted", || {
