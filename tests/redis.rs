@@ -10,57 +10,36 @@ mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use loadtest::listen::ListenArgs;
-use support::{TempDir, bodies, free_port, gateway, listen, post_ok, wait_until};
+use support::{bodies, free_port, gateway, listen, post_ok, wait_until};
 
-const REDIS_SERVER: &str = "/usr/bin/redis-server";
-
-/// A `redis-server` on a free loopback port, without persistence, killed (by PID) on drop.
+/// A `redis-server` on a free loopback port, without persistence (`benches::broker`, which
+/// kills it by PID on drop), with a tiny RESP client for the assertions.
 struct RedisServer {
-    child: Child,
+    server: benches::broker::RedisServer,
     addr: SocketAddr,
-    _dir: TempDir,
 }
 
 impl RedisServer {
     fn start() -> RedisServer {
-        RedisServer::start_on(free_port())
+        let server = benches::broker::RedisServer::start(0).unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], server.port()));
+        let redis = RedisServer { server, addr };
+        redis.wait_ready();
+        redis
     }
 
-    /// Starts on `port` (a restart on the same address).
-    fn start_on(port: u16) -> RedisServer {
-        assert!(
-            std::path::Path::new(REDIS_SERVER).exists(),
-            "{REDIS_SERVER} is missing: run scripts/test.sh, which installs it (Debian package redis-server)"
-        );
-        let dir = TempDir::new("redis");
-        let child = Command::new(REDIS_SERVER)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .arg("--dir")
-            .arg(&dir.0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {REDIS_SERVER}: {e}"));
-        let mut server = RedisServer {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            _dir: dir,
-        };
+    /// Kills it and starts it again, empty, on the same port.
+    fn restart_empty(&mut self) {
+        self.server.start_again().unwrap();
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
         let t = Instant::now();
-        loop {
-            if let Ok(Resp::Simple(s)) = server.try_cmd(&["PING"])
-                && s == "PONG"
-            {
-                return server;
-            }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("redis-server exited at start ({status}); port {port} taken?");
-            }
+        while !matches!(self.try_cmd(&["PING"]), Ok(Resp::Simple(ref s)) if s == "PONG") {
             assert!(
                 t.elapsed() < Duration::from_secs(10),
                 "redis-server did not answer PING within 10 s"
@@ -127,13 +106,6 @@ impl RedisServer {
             Resp::Int(n) => n,
             other => panic!("TTL {key}: {other:?}"),
         }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -295,7 +267,6 @@ fn a_dispatcher_pointed_at_no_redis_refuses_to_start_naming_the_url() {
 #[test]
 fn a_redis_restart_is_a_clear_error_meanwhile_and_sessions_come_back_after() {
     let mut redis = RedisServer::start();
-    let port = redis.addr.port();
     // TTL 3 s: the dispatcher re-asserts its mappings every second, which is also how a Redis
     // that came back empty learns them again.
     let d = dispatcher::Dispatcher::start(dispatcher_config(&redis.url(), 3)).unwrap();
@@ -311,8 +282,7 @@ fn a_redis_restart_is_a_clear_error_meanwhile_and_sessions_come_back_after() {
         b"before",
     );
 
-    let _ = redis.child.kill();
-    let _ = redis.child.wait();
+    redis.server.stop();
     let t = Instant::now();
     let (status, v) = support::http(
         d.http_addr(),
@@ -331,7 +301,7 @@ fn a_redis_restart_is_a_clear_error_meanwhile_and_sessions_come_back_after() {
     );
 
     // Back, empty (no persistence): the old session is re-written, a new one is written.
-    let redis = RedisServer::start_on(port);
+    redis.restart_empty();
     let after = listen(client(&g, 8, "k-after", 1));
     wait_until("both keys written into the new Redis", || {
         redis.get("key_k-through").as_deref() == Some("g-redis")
